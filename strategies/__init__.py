@@ -1,0 +1,8 @@
+"""Strategies: one module per method, each registered under the reference study's name.
+
+Importing this package imports every strategy module once, which registers it.
+"""
+from strategies.base import Budgets, Strategy, available, get_strategy, register
+from strategies import small_model  # noqa: F401  (registers slm, llm, slm-nopt)
+
+__all__ = ["Budgets", "Strategy", "available", "get_strategy", "register"]

@@ -1,0 +1,156 @@
+"""Run one strategy end to end: estimate, check budgets, pretrain (cached), specialize per
+domain, evaluate, export. The library call behind ``specplan run``, plan trials and sweeps."""
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from planner.cost import Ledger
+from planner.errors import BudgetError
+from planner.evaluate import perplexity
+from planner.io import atomic_dir
+from planner.train import evaluate_loss, resolve_device
+from strategies import get_strategy
+from strategies.base import CostEstimate, Settings, Strategy, settings_json
+
+
+@dataclass
+class DomainResult:
+    domain: str
+    ppl_before: float | None
+    ppl_after: float
+    ppl_test: float | None
+    ledger: Ledger
+    history: list[dict]
+    notes: dict
+    model_dir: str | None = None
+
+
+@dataclass
+class RunReport:
+    """Everything one strategy run produced; ``rows()`` gives the results-table rows."""
+
+    run_id: str
+    strategy: str
+    settings: Settings
+    estimate: CostEstimate
+    generic_ledger: Ledger
+    artifact_reused: bool
+    domains: list[DomainResult] = field(default_factory=list)
+    status: str = "ok"
+    ppl_generic: float | None = None
+    device: str = ""
+
+    @property
+    def macro_ppl(self) -> float:
+        import math
+
+        return math.exp(sum(math.log(d.ppl_after) for d in self.domains) / len(self.domains))
+
+    def rows(self, budgets) -> list[dict]:
+        generic = self.generic_ledger.totals()["generic"]
+        out = []
+        for d in self.domains:
+            spec = d.ledger.totals()["specialization"]
+            out.append({
+                "run_id": self.run_id, "strategy": self.strategy,
+                "settings": settings_json(self.settings), "domain": d.domain,
+                "domain_tokens": budgets.domain_tokens,
+                "pretrain_budget_flops": budgets.pretrain_flops,
+                "spec_budget_flops": budgets.spec_flops,
+                "params_inference": self.estimate.params_inference,
+                "params_pretrain": self.estimate.params_pretrain,
+                "inference_flops_per_token": self.estimate.inference_flops_per_token,
+                "est_generic_flops": self.estimate.generic_flops,
+                "est_spec_flops": self.estimate.spec_flops,
+                "generic_flops": generic["flops"], "spec_flops": spec["flops"],
+                "generic_seconds": generic["seconds"], "spec_seconds": spec["seconds"],
+                "generic_tokens": generic["tokens"], "spec_tokens": spec["tokens"],
+                "artifact_reused": self.artifact_reused,
+                "ppl_generic": self.ppl_generic, "ppl_before": d.ppl_before,
+                "ppl_after": d.ppl_after, "ppl_test": d.ppl_test,
+                "device": self.device, "status": self.status, "error": "",
+            })
+        return out
+
+
+def plan_check(strategy: Strategy, settings: Settings, ws) -> tuple[CostEstimate, str]:
+    """Estimate and check budgets; returns the estimate and the run status.
+
+    Raises:
+        BudgetError: when a phase's budget cannot fit the configuration, or the deployed model
+            breaks the inference budget for a strategy that must respect it.
+    """
+    estimate = strategy.estimate(settings, ws)
+    strategy.check(estimate, ws.budgets)
+    status = "ok"
+    cap = ws.budgets.inference
+    if not cap.admits(flops_per_token=estimate.inference_flops_per_token,
+                      params=estimate.params_inference):
+        if strategy.respects_inference_budget:
+            raise BudgetError(
+                f"{strategy.name}: the deployed model ({estimate.params_inference / 1e6:.3g}M "
+                f"params, {estimate.inference_flops_per_token:.3g} FLOPs/token) breaks the "
+                f"inference budget ({cap.describe()}); pick a smaller size or raise "
+                f"--inference-budget"
+            )
+        status = "over-inference-budget"
+    return estimate, status
+
+
+def export_model(model: torch.nn.Module, tokenizer, folder: Path) -> Path:
+    """A transformers checkpoint (safetensors) plus tokenizer, written atomically."""
+    with atomic_dir(folder) as tmp:
+        model.to("cpu").save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return Path(folder)
+
+
+def run_strategy(
+    name: str, settings: dict | Settings | None, ws, domains: dict, *,
+    out_dir: Path | None = None, evaluate_test: bool = False,
+) -> RunReport:
+    """Run ``name`` on every domain; budgets are checked before any compute is spent.
+
+    Args:
+        settings: a dict (validated against the strategy's settings) or settings object.
+        domains: name -> ``CorpusSplits`` (already cut to the domain data size).
+        out_dir: when given, each domain's model is exported to ``out_dir/<domain>``.
+        evaluate_test: also evaluate the test split (only for a final choice, never selection).
+    """
+    strategy = get_strategy(name)
+    if not isinstance(settings, Settings):
+        settings = strategy.settings(settings)
+    estimate, status = plan_check(strategy, settings, ws)
+    artifact = ws.artifact(strategy, settings)
+    report = RunReport(
+        run_id=uuid.uuid4().hex[:12], strategy=name, settings=settings, estimate=estimate,
+        generic_ledger=artifact.ledger, artifact_reused=artifact.reused, status=status,
+        ppl_generic=artifact.meta.get("ppl_generic"),
+        device=str(resolve_device(ws.train.device)),
+    )
+    for domain_name, domain in domains.items():
+        outer, ws.ledger = ws.ledger, Ledger()
+        try:
+            spec = strategy.specialize(settings, artifact, domain, ws)
+            domain_ledger = ws.ledger
+        finally:
+            outer.extend(ws.ledger)
+            ws.ledger = outer
+        model = spec.model
+        after = evaluate_loss(model, domain.valid.ids)
+        test = perplexity(evaluate_loss(model, domain.test.ids)) if evaluate_test else None
+        model_dir = None
+        if out_dir is not None:
+            model_dir = str(export_model(model, ws.tokenizer, Path(out_dir) / domain_name))
+        report.domains.append(DomainResult(
+            domain=domain_name,
+            ppl_before=perplexity(spec.loss_before) if spec.loss_before is not None else None,
+            ppl_after=perplexity(after), ppl_test=test, ledger=domain_ledger,
+            history=spec.history, notes=spec.notes, model_dir=model_dir,
+        ))
+    return report

@@ -1,0 +1,172 @@
+"""What every strategy run shares: data, tokenizer, budgets, model sizes, caches, the ledger.
+
+The workspace owns the two caches that make shared pretraining real: clusterings of the generic
+windows (by k and embedder) and pretraining artifacts (by strategy, the settings that shape
+pretraining, the generic corpus, the budget, the model shapes and the seed). A trial or a domain
+that needs an artifact that exists loads it and says so (``Artifact.reused``).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from planner.cost import Ledger
+from planner.errors import SpecplanError
+from planner.io import atomic_dir, content_hash, write_json
+from planner.models import SIZES, ModelShape, model_shape
+from planner.train import TrainConfig, TrainResult, WindowSampler, evaluate_loss, train
+
+
+@dataclass
+class Workspace:
+    """Shared context of strategy runs.
+
+    Args:
+        generic: the generic corpus (``planner.data.CorpusSplits``).
+        tokenizer: its tokenizer (exported next to every model).
+        budgets: ``strategies.base.Budgets``.
+        cache_dir: where artifacts and clusterings are cached.
+        small: size of the deployed model (the inference budget's size).
+        large: size of the large model (``llm``, distillation teachers).
+        train: template for every training run (batch size, device, precision, seed...).
+        embedder: clustering embedder (``hashed`` or ``minilm``).
+        on_eval: called ``(step, tokens, val_loss)`` during fine-tuning (pruning hooks).
+    """
+
+    generic: object
+    tokenizer: object
+    budgets: object
+    cache_dir: Path
+    small: str = "small"
+    large: str = "large"
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=1))
+    embedder: str = "hashed"
+    on_eval: Callable[[int, int, float], None] | None = None
+    ledger: Ledger = field(default_factory=Ledger)
+    _clusterings: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.cache_dir = Path(self.cache_dir)
+        for size in (self.small, self.large):
+            if size not in SIZES:
+                raise SpecplanError(f"unknown model size {size!r}; choose one of {', '.join(SIZES)}")
+
+    @property
+    def seq_len(self) -> int:
+        return self.generic.train.seq_len
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokenizer)
+
+    def shape(self, size: str) -> ModelShape:
+        return model_shape(size, vocab_size=self.vocab_size, seq_len=self.seq_len)
+
+    def train_config(self, **overrides) -> TrainConfig:
+        """The template with this run's stops and rates (always one fresh object)."""
+        base = replace(self.train, max_steps=None, max_tokens=None, max_flops=None)
+        return replace(base, **overrides)
+
+    def decode(self, ids: list[list[int]]) -> list[str]:
+        return self.tokenizer.batch_decode(ids)
+
+    # -- caches ---------------------------------------------------------------------------------
+    def clustering(self, k: int):
+        """The k-means clustering of the generic train windows (cached in memory and on disk)."""
+        from planner.clustering import fit_clustering
+
+        key = (k, self.embedder)
+        if key not in self._clusterings:
+            self._clusterings[key] = fit_clustering(
+                self.generic.train, k=k, embedder=self.embedder, seed=self.train.seed,
+                cache_dir=self.cache_dir, decode=self.decode,
+            )
+        return self._clusterings[key]
+
+    def artifact_key(self, strategy, settings) -> str:
+        return content_hash(
+            strategy.name,
+            json.dumps(settings.generic_part(), sort_keys=True),
+            self.generic.fingerprint,
+            repr(float(self.budgets.pretrain_flops)),
+            json.dumps([self.shape(self.small).to_dict(), self.shape(self.large).to_dict()]),
+            repr((self.train.seed, self.train.batch_size, self.embedder)),
+        )
+
+    def artifact(self, strategy, settings):
+        """Load the strategy's pretraining artifact, or train and cache it.
+
+        Returns:
+            ``strategies.base.Artifact``; ``reused`` says whether it came from the cache. Its
+            ledger holds the generic cost, whether paid now or by the run that made it.
+        """
+        from strategies.base import Artifact
+
+        if not strategy.has_generic_phase:
+            return Artifact(None, {}, Ledger())
+        folder = self.cache_dir / "artifacts" / f"{strategy.name}-{self.artifact_key(strategy, settings)}"
+        if (folder / "meta.json").exists():
+            meta = json.loads((folder / "meta.json").read_text())
+            ledger = Ledger.from_dict(json.loads((folder / "ledger.json").read_text()))
+            self.ledger.charge("generic", label="reused artifact", tokens=0, flops=0.0,
+                               seconds=0.0, device="cache")
+            return Artifact(folder, meta, ledger, reused=True)
+        run_ledger, outer = Ledger(), self.ledger
+        self.ledger = run_ledger
+        try:
+            with atomic_dir(folder) as tmp:
+                meta = strategy.pretrain(settings, self, tmp)
+                write_json(tmp / "ledger.json", run_ledger.to_dict())
+                write_json(tmp / "meta.json", meta)
+        finally:
+            self.ledger = outer
+        self.ledger.extend(run_ledger)
+        return Artifact(folder, meta, run_ledger, reused=False)
+
+    # -- the common training steps of strategies -----------------------------------------------
+    def pretrain_model(
+        self, model: torch.nn.Module, windows: torch.Tensor, *, flops_per_token: float,
+        max_flops: float, lr: float, label: str, order: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None, phase: str = "generic", loss_fn=None,
+    ) -> TrainResult:
+        """Train from scratch on windows (or an index stream over them) within ``max_flops``."""
+        cfg = self.train_config(lr=lr, max_flops=max_flops)
+        source = WindowSampler(windows, cfg.batch_size, cfg.grad_accum, seed=cfg.seed, order=order)
+        extra = {"loss_fn": loss_fn} if loss_fn else {}
+        return train(
+            model, source, cfg, seq_len=self.seq_len, flops_per_token=flops_per_token,
+            ledger=self.ledger, phase=phase, label=label,
+            valid=valid if valid is not None else self.generic.valid.ids, **extra,
+        )
+
+    def finetune(
+        self, model: torch.nn.Module, domain, settings, *, flops_per_token: float,
+        max_flops: float, label: str = "fine-tune", loss_fn=None,
+    ) -> tuple[float, TrainResult]:
+        """Evaluate on the domain, then fine-tune with early stopping within ``max_flops``.
+
+        Returns:
+            (validation loss before fine-tuning, the training result; the model holds the
+            best-validation weights).
+        """
+        from planner.train import lm_loss
+
+        valid = domain.valid.ids
+        before = evaluate_loss(model, valid[: self.train.eval_windows or None])
+        steps_per_epoch = max(1, domain.train.n // self.train.batch_size)
+        cfg = self.train_config(
+            lr=settings.ft_lr, max_flops=max_flops, warmup_steps=min(10, steps_per_epoch),
+            early_stopping_patience=settings.ft_patience,
+            eval_every=max(1, min(self.train.eval_every, steps_per_epoch // 2 or 1)),
+        )
+        source = WindowSampler(domain.train.ids, cfg.batch_size, cfg.grad_accum, seed=cfg.seed)
+        result = train(
+            model, source, cfg, seq_len=self.seq_len, flops_per_token=flops_per_token,
+            ledger=self.ledger, phase="specialization", label=label, valid=valid,
+            loss_fn=loss_fn or lm_loss, eval_loss_fn=lm_loss, on_eval=self.on_eval,
+        )
+        return before, result

@@ -1,0 +1,278 @@
+"""The Strategy interface, its settings, and the registry.
+
+A strategy is one way to build a specialized small model under budgets (reference study
+§2.2-2.7). It declares its settings with their search ranges, estimates its cost per phase
+analytically before anything runs, and implements two phases:
+
+* ``pretrain(settings, ws) -> Artifact``: domain-agnostic, charged to the ``generic`` phase,
+  cached by (strategy, pretraining settings, generic corpus, budget, shapes, seed) so trials and
+  domains reuse it. A strategy without a generic phase returns an empty artifact.
+* ``specialize(settings, artifact, domain, ws) -> Specialized``: per domain, charged to the
+  ``specialization`` phase; returns a plain transformers causal LM (exported with
+  ``save_pretrained``) and its perplexity before fine-tuning.
+
+A strategy never measures time or counts FLOPs itself: training goes through
+:func:`planner.train.train`, which charges the ledger, and estimates come from
+:mod:`planner.models` and :mod:`planner.cost`. Adding a strategy is one module that defines a
+subclass decorated with :func:`register`, plus its tests.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from planner.cost import InferenceCap, Ledger
+from planner.errors import BudgetError, SpecplanError
+from planner.models import ModelShape
+
+
+# -- settings -----------------------------------------------------------------------------------
+def setting(default: Any, *, low=None, high=None, log=False, choices=None, generic=False,
+            help: str = "") -> Any:
+    """A strategy setting with its search range.
+
+    Args:
+        low, high, log: numeric range searched by the planner (and accepted from users).
+        choices: categorical values.
+        generic: True when the setting changes the pretraining artifact (part of its cache key).
+    """
+    meta = {"low": low, "high": high, "log": log, "choices": choices, "generic": generic,
+            "help": help}
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class Settings:
+    """Base of every strategy's settings: shared knobs of fine-tuning."""
+
+    ft_lr: float = setting(1e-3, low=1e-4, high=5e-3, log=True,
+                           help="fine-tuning peak learning rate")
+    ft_patience: int = setting(3, low=1, high=8, help="validations without gain before stopping")
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value, meta = getattr(self, f.name), f.metadata
+            if meta.get("choices") is not None and value not in meta["choices"]:
+                raise SpecplanError(
+                    f"setting {f.name}={value!r} is not one of {meta['choices']}"
+                )
+            low, high = meta.get("low"), meta.get("high")
+            if low is not None and not (low <= value <= high):
+                raise SpecplanError(
+                    f"setting {f.name}={value!r} is out of range [{low}, {high}]"
+                )
+
+    @classmethod
+    def from_dict(cls, values: dict, strategy: str = "") -> "Settings":
+        """Build settings, rejecting unknown names with the list of valid ones."""
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise SpecplanError(
+                f"unknown setting(s) {', '.join(unknown)} for strategy {strategy or cls.__name__}; "
+                f"valid: {', '.join(names)}"
+            )
+        cast = {}
+        for key, value in values.items():
+            default = names[key].default
+            if isinstance(default, bool) and isinstance(value, str):
+                value = value.lower() in ("1", "true", "yes")
+            elif isinstance(default, (int, float)) and not isinstance(default, bool):
+                try:
+                    value = type(default)(float(value)) if isinstance(default, int) else float(value)
+                except (TypeError, ValueError):
+                    raise SpecplanError(f"setting {key}={value!r} is not a number") from None
+            cast[key] = value
+        return cls(**cast)
+
+    @classmethod
+    def suggest(cls, trial, prefix: str) -> "Settings":
+        """Sample every ranged setting from an Optuna trial (names prefixed by strategy)."""
+        values = {}
+        for f in dataclasses.fields(cls):
+            meta, name = f.metadata, f"{prefix}.{f.name}"
+            if meta.get("choices") is not None:
+                values[f.name] = trial.suggest_categorical(name, list(meta["choices"]))
+            elif meta.get("low") is not None and isinstance(f.default, int):
+                values[f.name] = trial.suggest_int(name, meta["low"], meta["high"],
+                                                   log=meta["log"])
+            elif meta.get("low") is not None:
+                values[f.name] = trial.suggest_float(name, meta["low"], meta["high"],
+                                                     log=meta["log"])
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def generic_part(self) -> dict:
+        """The settings that shape the pretraining artifact (its cache key)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.metadata.get("generic")}
+
+
+# -- budgets and workspace ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Budgets:
+    """What the user can spend. FLOPs throughout; parsing from device-hours is in planner.cost."""
+
+    pretrain_flops: float
+    spec_flops: float
+    inference: InferenceCap = InferenceCap()
+    domain_tokens: int | None = None
+    domains_count: int = 1
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    """Analytic cost of one strategy configuration, known before any compute is spent."""
+
+    generic_flops: float
+    spec_flops: float
+    inference_flops_per_token: float
+    params_inference: int
+    params_pretrain: int
+    min_generic_flops: float = 0.0
+    min_spec_flops: float = 0.0
+
+    def total(self, n_domains: int) -> float:
+        return self.generic_flops + n_domains * self.spec_flops
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Artifact:
+    """A pretraining result on disk, shared by every domain and trial that needs it."""
+
+    folder: Path | None
+    meta: dict
+    ledger: Ledger
+    reused: bool = False
+
+
+@dataclass
+class Specialized:
+    """A domain's specialized model, ready to export, and what it cost."""
+
+    model: torch.nn.Module
+    ledger: Ledger
+    loss_before: float | None
+    history: list[dict] = field(default_factory=list)
+    notes: dict = field(default_factory=dict)
+
+
+# -- the interface ------------------------------------------------------------------------------
+class Strategy(ABC):
+    """One method of building a specialized model; see the module docstring for the contract."""
+
+    name: ClassVar[str]
+    settings_cls: ClassVar[type[Settings]] = Settings
+    summary: ClassVar[str] = ""
+    respects_inference_budget: ClassVar[bool] = True
+    has_generic_phase: ClassVar[bool] = True
+
+    def settings(self, values: dict | None = None) -> Settings:
+        return self.settings_cls.from_dict(values or {}, strategy=self.name)
+
+    def search_space(self, trial) -> Settings:
+        return self.settings_cls.suggest(trial, prefix=self.name)
+
+    @abstractmethod
+    def estimate(self, settings: Settings, ws: "Workspace") -> CostEstimate:
+        """Per-phase FLOPs this configuration will spend under ``ws.budgets``."""
+
+    @abstractmethod
+    def pretrain(self, settings: Settings, ws: "Workspace", folder: Path) -> dict:
+        """Train the generic artifact into ``folder``; return its metadata (JSON-able).
+
+        Charge all compute to ``ws.ledger`` under phase ``generic``. Called by
+        :meth:`Workspace.artifact`, which handles caching.
+        """
+
+    @abstractmethod
+    def specialize(
+        self, settings: Settings, artifact: Artifact, domain, ws: "Workspace"
+    ) -> Specialized:
+        """Build the domain's model from the artifact; charge phase ``specialization``."""
+
+    def check(self, estimate: CostEstimate, budgets: Budgets) -> None:
+        """Refuse a configuration its budgets cannot fit, before any compute is spent."""
+        if estimate.min_generic_flops > budgets.pretrain_flops:
+            raise BudgetError(
+                f"{self.name}: the pretraining budget {budgets.pretrain_flops:.3g} FLOPs is "
+                f"{estimate.min_generic_flops - budgets.pretrain_flops:.3g} FLOPs short of the "
+                f"minimum {estimate.min_generic_flops:.3g}; raise --pretrain-budget"
+            )
+        if estimate.min_spec_flops > budgets.spec_flops:
+            raise BudgetError(
+                f"{self.name}: the specialization budget {budgets.spec_flops:.3g} FLOPs is "
+                f"{estimate.min_spec_flops - budgets.spec_flops:.3g} FLOPs short of the minimum "
+                f"{estimate.min_spec_flops:.3g}; raise --spec-budget"
+            )
+
+
+_REGISTRY: dict[str, type[Strategy]] = {}
+
+
+def register(cls: type[Strategy]) -> type[Strategy]:
+    """Class decorator adding a strategy to the registry under ``cls.name``."""
+    name = cls.name
+    if name != name.lower() or " " in name:
+        raise ValueError(f"strategy name {name!r} must be lower-case without spaces")
+    if name in _REGISTRY and _REGISTRY[name] is not cls:
+        raise ValueError(f"strategy {name!r} is registered twice")
+    _REGISTRY[name] = cls
+    return cls
+
+
+def get_strategy(name: str) -> Strategy:
+    if name not in _REGISTRY:
+        raise SpecplanError(f"unknown strategy {name!r}; choose one of {', '.join(available())}")
+    return _REGISTRY[name]()
+
+
+def available() -> list[str]:
+    return list(_REGISTRY)
+
+
+def settings_json(settings: Settings) -> str:
+    return json.dumps(settings.to_dict(), sort_keys=True)
+
+
+@dataclass
+class PretrainSettings(Settings):
+    """Settings of strategies that train a model from scratch."""
+
+    lr: float = setting(3e-3, low=1e-3, high=1e-2, log=True, generic=True,
+                        help="pretraining peak learning rate")
+
+
+def steps_within(budget_flops: float, shape: ModelShape, ws: "Workspace") -> int:
+    """Optimizer steps of ``shape`` that ``budget_flops`` pays for (0 when not even one)."""
+    per_step = ws.train.tokens_per_step(ws.seq_len) * shape.train_flops_per_token()
+    return int(budget_flops // per_step)
+
+
+def step_flops(shape: ModelShape, ws: "Workspace") -> float:
+    """FLOPs of one optimizer step of ``shape``: the least any training phase can spend."""
+    return ws.train.tokens_per_step(ws.seq_len) * shape.train_flops_per_token()
+
+
+def save_model(model: torch.nn.Module, folder: Path) -> None:
+    model.to("cpu").save_pretrained(folder)
+
+
+def load_model(folder: Path) -> torch.nn.Module:
+    """Load a model saved in an artifact (safetensors; never unpickles)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True)
+    model.config.use_cache = False
+    return model
