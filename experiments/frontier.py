@@ -54,7 +54,13 @@ __all__ = [
 STRATEGY_ORDER = ("slm", "slm-nopt", "llm", "slm-is", "slm-mix", "slm-pn", "slm-hn", "slm-d")
 
 #: Columns that identify one config; its rows differ only by ``domain``.
-CONFIG_KEYS = ("strategy", "settings", "domain_tokens", "pretrain_budget_flops", "spec_budget_flops")
+CONFIG_KEYS = (
+    "strategy",
+    "settings",
+    "domain_tokens",
+    "pretrain_budget_flops",
+    "spec_budget_flops",
+)
 
 # Numeric per-run columns that a config reports as the mean over its domains. Generic cost is
 # the same shared pretraining for every domain, so its mean is that cost; specialization cost is
@@ -272,8 +278,9 @@ def interpolate_at(
         if len(points):
             xp = points.index.to_numpy(dtype=float)
             # Budgets equal to a measured end up to float rounding count as inside the range.
-            snapped = np.where(np.isclose(log_targets, xp[0], rtol=0, atol=1e-9), xp[0], log_targets)
-            snapped = np.where(np.isclose(snapped, xp[-1], rtol=0, atol=1e-9), xp[-1], snapped)
+            snapped = log_targets.copy()
+            for end in (xp[0], xp[-1]):
+                snapped[np.isclose(snapped, end, rtol=0, atol=1e-9)] = end
             values = np.interp(snapped, xp, points.to_numpy(), left=np.nan, right=np.nan)
         frame = pd.DataFrame({budget_col: targets, value_col: values})
         for col, value in zip(by_cols, key if isinstance(key, tuple) else (key,)):
@@ -336,7 +343,9 @@ def reference_table(
         Columns ``budget_col``, ``strategy``, ``ppl_generic``, ``ppl_before``, ``ft_*``; one row
         per (budget, strategy), sorted by budget then strategy.
     """
-    _require(df, ["strategy", "domain", "domain_tokens", "ppl_after", budget_col], "reference_table")
+    _require(
+        df, ["strategy", "domain", "domain_tokens", "ppl_after", budget_col], "reference_table"
+    )
     budgets = np.asarray(list(pretrain_budgets), dtype=float)
     rows = usable(df, statuses) if "status" in df.columns else df
     table = pd.DataFrame(
