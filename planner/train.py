@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -291,12 +289,15 @@ def evaluate_loss(
 # -- checkpoints --------------------------------------------------------------------------------
 def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer, step: int, meta: dict) -> None:
     """Weights and optimizer state as safetensors, scalars as JSON; written then renamed."""
+    from planner.io import atomic_dir
+
+    with atomic_dir(folder) as tmp:
+        _write_checkpoint(tmp, model, optimizer, step, meta)
+
+
+def _write_checkpoint(tmp: Path, model: torch.nn.Module, optimizer, step: int, meta: dict) -> None:
     from safetensors.torch import save_file
 
-    folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     # Tied weights share storage, which safetensors refuses: store each storage once.
     seen, weights, aliases = {}, {}, {}
@@ -318,9 +319,6 @@ def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer, step: int, 
     (tmp / "state.json").write_text(
         json.dumps({"step": step, "param_groups": opt["param_groups"], "aliases": aliases, **meta})
     )
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
 
 
 def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer) -> dict:
@@ -441,7 +439,8 @@ def train(
             train_loss = running
             step += 1
             last = step == total_steps
-            if valid_windows is not None and (step % cfg.eval_every == 0 or last):
+            evaluating = valid_windows is not None and (step % cfg.eval_every == 0 or last)
+            if evaluating:
                 val = evaluate_loss(model, valid_windows, loss_fn=evaluate, dtype=dtype)
                 history.append({"step": step, "tokens": step * tokens_per_step, "val_loss": val})
                 if val < best[0]:
@@ -449,16 +448,17 @@ def train(
                     bad_evals = 0
                 else:
                     bad_evals += 1
-                if on_eval is not None:
-                    on_eval(step, step * tokens_per_step, val)
-                if cfg.early_stopping_patience and bad_evals >= cfg.early_stopping_patience:
-                    stopped = "early-stopping"
-                    break
             if checkpoint and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and rank == 0:
                 save_checkpoint(checkpoint, model, optimizer, step, {
                     "history": history, "best_val_loss": best[0] if best[1] else None,
                     "best_step": best[1], "config": asdict(cfg),
                 })
+            if evaluating:
+                if on_eval is not None:
+                    on_eval(step, step * tokens_per_step, history[-1]["val_loss"])
+                if cfg.early_stopping_patience and bad_evals >= cfg.early_stopping_patience:
+                    stopped = "early-stopping"
+                    break
     finally:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
