@@ -15,7 +15,7 @@ from planner.evaluate import perplexity
 from planner.io import atomic_dir
 from planner.train import evaluate_loss, resolve_device
 from strategies import get_strategy
-from strategies.base import CostEstimate, Settings, Strategy, settings_json
+from strategies.base import CostEstimate, Settings, Strategy, save_model, settings_json
 
 
 @dataclass
@@ -105,7 +105,7 @@ def plan_check(strategy: Strategy, settings: Settings, ws) -> tuple[CostEstimate
 def export_model(model: torch.nn.Module, tokenizer, folder: Path) -> Path:
     """A transformers checkpoint (safetensors) plus tokenizer, written atomically."""
     with atomic_dir(folder) as tmp:
-        model.to("cpu").save_pretrained(tmp)
+        save_model(model, tmp)
         tokenizer.save_pretrained(tmp)
     return Path(folder)
 

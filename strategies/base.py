@@ -265,7 +265,15 @@ def step_flops(shape: ModelShape, ws: "Workspace") -> float:
     return ws.train.tokens_per_step(ws.seq_len) * shape.train_flops_per_token()
 
 
+def quiet_transformers() -> None:
+    """Per-file progress bars of transformers would drown the planner's own output."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+
+
 def save_model(model: torch.nn.Module, folder: Path) -> None:
+    quiet_transformers()
     model.to("cpu").save_pretrained(folder)
 
 
@@ -273,6 +281,7 @@ def load_model(folder: Path) -> torch.nn.Module:
     """Load a model saved in an artifact (safetensors; never unpickles)."""
     from transformers import AutoModelForCausalLM
 
+    quiet_transformers()
     model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True)
     model.config.use_cache = False
     return model
