@@ -154,3 +154,89 @@ def run_strategy(
             history=spec.history, notes=spec.notes, model_dir=model_dir,
         ))
     return report
+
+
+@dataclass
+class TrainRun:
+    """One standalone pretraining or fine-tuning run (``specplan train``)."""
+
+    result: object
+    ledger: Ledger
+    ppl_before: float | None
+    ppl_after: float
+    model_dir: str | None
+    shape: str
+
+
+def train_once(
+    corpus: str | Path, *, cache_dir: Path, init: str | Path | None = None, size: str = "small",
+    phase: str = "generic", budget_flops: float | None = None, steps: int | None = None,
+    tokens: int | None = None, early_stopping: int | None = None, out_dir: Path | None = None,
+    seq_len: int = 128, vocab_size: int = 4096, text_field: str = "text", **train_kwargs,
+) -> TrainRun:
+    """Pretrain a fresh model (``init=None``) or fine-tune a saved one on ``corpus``.
+
+    The tokenizer is the one saved with ``init`` when fine-tuning, else trained on ``corpus``.
+    """
+    from planner.data import load_documents, load_tokenizer, train_tokenizer
+    from planner.inputs import prepared
+    from planner.models import model_shape, shape_of
+    from planner.train import TrainConfig, WindowSampler, train
+    from strategies.base import load_model
+
+    docs = load_documents(corpus, text_field=text_field)
+    if init is not None:
+        tokenizer = load_tokenizer(init)
+        model = load_model(Path(init))
+        shape = shape_of(model)
+        seq_len = shape.seq_len
+    else:
+        tokenizer = train_tokenizer(docs.texts, vocab_size=vocab_size, cache_dir=cache_dir)
+        shape = model_shape(size, vocab_size=len(tokenizer), seq_len=seq_len)
+        model = shape.build(seed=train_kwargs.get("seed", 0))
+    splits = prepared(docs, tokenizer, seq_len=seq_len, cache_dir=cache_dir)
+    cfg = TrainConfig(max_flops=budget_flops, max_steps=steps, max_tokens=tokens,
+                      early_stopping_patience=early_stopping, **train_kwargs)
+    ledger = Ledger()
+    before = evaluate_loss(model, splits.valid.ids) if init is not None else None
+    result = train(
+        model, WindowSampler(splits.train.ids, cfg.batch_size, cfg.grad_accum, seed=cfg.seed),
+        cfg, seq_len=seq_len, flops_per_token=shape.train_flops_per_token(), ledger=ledger,
+        phase=phase, label=f"train {docs.name}", valid=splits.valid.ids,
+    )
+    after = evaluate_loss(model, splits.valid.ids)
+    model_dir = str(export_model(model, tokenizer, Path(out_dir))) if out_dir else None
+    return TrainRun(result, ledger, perplexity(before) if before is not None else None,
+                    perplexity(after), model_dir, shape.describe())
+
+
+def evaluate_model(
+    model_dir: str | Path, domains: list[str | Path], *, cache_dir: Path, text_field: str = "text",
+    split: str = "test", speed: bool = True,
+) -> dict:
+    """Perplexity of a saved model per domain and macro-averaged, plus inference speed."""
+    from planner.data import load_documents, load_tokenizer
+    from planner.evaluate import domain_perplexities, measure_inference
+    from planner.inputs import prepared
+    from planner.models import shape_of
+    from strategies.base import load_model
+
+    tokenizer = load_tokenizer(model_dir)
+    model = load_model(Path(model_dir))
+    shape = shape_of(model)
+    windows = {}
+    for path in domains:
+        docs = load_documents(path, text_field=text_field)
+        splits = prepared(docs, tokenizer, seq_len=shape.seq_len, cache_dir=cache_dir)
+        windows[docs.name] = getattr(splits, split).ids
+    ledger = Ledger()
+    out = {"perplexity": domain_perplexities(model, windows), "split": split,
+           "params": shape.params_total,
+           "inference_flops_per_token": shape.inference_flops_per_token()}
+    if speed:
+        model.config.use_cache = True
+        out["speed"] = measure_inference(
+            model, flops_per_token=shape.inference_flops_per_token(), ledger=ledger
+        ).__dict__
+    out["ledger"] = ledger.to_dict()["totals"]
+    return out
