@@ -1,0 +1,315 @@
+"""``plan()``: the product's main job. Search strategies under budgets, pick, build, report.
+
+Flow: load the data (fail early), refuse budgets no strategy can fit (with each strategy's
+minimum), open or resume the study, run trials (in this process, or one worker process per GPU
+group sharing the study), then evaluate the best feasible trial on the test split and write
+``plan.json``, ``trials.csv`` and the exported model.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from planner.errors import BudgetError, SpecplanError
+from planner.io import write_json, write_text
+from planner.search import (
+    Objective, PlanSpec, completed, create_study, feasible, open_storage, recover_stale_trials,
+    run_worker, settings_from_params,
+)
+
+# Reference study, notes §4.6 (v2 Fig. 1): which method wins in which budget regime.
+GUIDANCE = {
+    "llm": "the inference budget admits the large model: pretrain large, then fine-tune",
+    "slm-is": "small inference budget, large specialization budget per domain (few domains): "
+              "importance sampling, then fine-tune",
+    "slm-pn": "small inference budget, small specialization budget (many domains share "
+              "pretraining): projected networks or hard mixtures, then fine-tune the expert",
+}
+
+
+def reference_guidance(budgets, large_params: int, large_flops: float) -> str:
+    """The strategy the reference study would recommend for these budgets."""
+    if budgets.inference.admits(flops_per_token=large_flops, params=large_params):
+        return "llm"
+    if budgets.domains_count * budgets.spec_flops >= budgets.pretrain_flops:
+        return "slm-is"
+    return "slm-pn"
+
+
+@dataclass
+class PlanResult:
+    out_dir: Path
+    plan: dict
+    summary: str
+
+
+def parse_gpus(gpus: str | None) -> list[str]:
+    """``all``, ``none`` or ``0,2``: the CUDA devices to use, checked to exist."""
+    import torch
+
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if gpus is None or gpus == "all":
+        return [str(i) for i in range(visible)]
+    if gpus in ("none", "cpu", ""):
+        return []
+    ids = [g.strip() for g in gpus.split(",") if g.strip()]
+    bad = [g for g in ids if not g.isdigit() or int(g) >= visible]
+    if bad:
+        raise SpecplanError(f"--gpus {gpus}: device(s) {', '.join(bad)} not present "
+                            f"({visible} CUDA device(s) visible); use --gpus all or valid ids")
+    return ids
+
+
+def feasibility_report(spec: PlanSpec, inputs, cache_dir: Path) -> list[dict]:
+    """Each strategy's default configuration against the budgets, before any compute."""
+    from planner.runner import plan_check
+    from strategies import get_strategy
+
+    objective = Objective(spec, inputs, cache_dir)
+    rows = []
+    for name in spec.strategies:
+        strategy = get_strategy(name)
+        ws = objective.workspace(spec.sizes[0])
+        settings = strategy.settings()
+        try:
+            estimate, status = plan_check(strategy, settings, ws)
+            rows.append({"strategy": name, "ok": True, "status": status,
+                         "min_generic_flops": estimate.min_generic_flops,
+                         "min_spec_flops": estimate.min_spec_flops, "reason": ""})
+        except (BudgetError, SpecplanError) as err:
+            estimate = strategy.estimate(settings, ws)
+            rows.append({"strategy": name, "ok": False, "status": "rejected",
+                         "min_generic_flops": estimate.min_generic_flops,
+                         "min_spec_flops": estimate.min_spec_flops, "reason": str(err)})
+    return rows
+
+
+def plan(
+    spec: PlanSpec, out_dir: str | Path, *, storage: str | None = None, gpus: str | None = None,
+    gpus_per_trial: int = 1, inputs=None,
+) -> PlanResult:
+    """Search, choose and build the specialized model; see the module docstring."""
+    out_dir = Path(out_dir)
+    cache_dir = Path(spec.cache_dir)
+    devices = parse_gpus(gpus)
+    if gpus_per_trial != 1:
+        raise SpecplanError("--gpus-per-trial > 1 (torchrun per trial) is not supported yet; "
+                            "run one trial per GPU")
+    store = open_storage(storage, out_dir)
+    inputs = inputs or load_plan_inputs(spec)
+    checks = feasibility_report(spec, inputs, cache_dir)
+    if not any(row["ok"] for row in checks):
+        needs = "; ".join(f"{r['strategy']} needs >= {r['min_generic_flops']:.2g} pretraining and "
+                          f">= {r['min_spec_flops']:.2g} specialization FLOPs" for r in checks)
+        raise BudgetError(f"the budgets fit no strategy: {needs}")
+    study = create_study(spec, store)
+    retried = recover_stale_trials(study)
+    started = time.perf_counter()
+    if len(devices) > 1:
+        run_gpu_workers(study.study_name, storage or str(out_dir / "study.journal"), devices,
+                        cache_dir)
+    else:
+        if devices:
+            spec.device = "cuda"
+        run_worker(study, Objective(spec, inputs, cache_dir), spec.trials,
+                   catch=_oom_errors())
+    search_seconds = time.perf_counter() - started
+    return finish(study, spec, inputs, out_dir, checks, retried, search_seconds)
+
+
+def _oom_errors() -> tuple:
+    """Errors that fail one trial (recorded with the reason) without stopping the study."""
+    import torch
+
+    return (torch.OutOfMemoryError,)
+
+
+def load_plan_inputs(spec: PlanSpec):
+    from planner.inputs import demo_inputs, load_inputs
+
+    kw = dict(seq_len=spec.seq_len, vocab_size=spec.vocab_size, domain_tokens=spec.domain_tokens,
+              seed=spec.seed)
+    if spec.demo:
+        return demo_inputs(spec.cache_dir, tuple(spec.demo_domains), **kw)
+    return load_inputs(spec.generic, spec.domains, cache_dir=spec.cache_dir,
+                       text_field=spec.text_field, tokenizer_dir=spec.tokenizer_dir, **kw)
+
+
+def run_gpu_workers(study_name: str, storage: str, devices: list[str], cache_dir: Path) -> None:
+    """One ``specplan worker`` process per GPU, pinned with CUDA_VISIBLE_DEVICES."""
+    procs = []
+    for device in devices:
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": device}
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "planner.cli", "--cache", str(cache_dir), "worker",
+             "--study", study_name, "--storage", storage], env=env,
+        ))
+    codes = [p.wait() for p in procs]
+    if any(codes):
+        raise SpecplanError(f"a GPU worker exited with status {max(codes)}; see its output above")
+
+
+def worker(study_name: str, storage: str, cache_dir: str | None = None) -> int:
+    """Join an existing study from any machine and run trials until it has enough."""
+    import optuna
+
+    from planner.search import load_spec
+
+    store = open_storage(storage, Path("."))
+    try:
+        study = optuna.load_study(study_name=study_name, storage=store)
+    except KeyError:
+        raise SpecplanError(f"--study {study_name}: no such study in {storage}") from None
+    spec = load_spec(study)
+    if cache_dir:
+        spec.cache_dir = cache_dir
+    inputs = load_plan_inputs(spec)
+    before = len(study.trials)
+    run_worker(study, Objective(spec, inputs, Path(spec.cache_dir)), spec.trials,
+               catch=_oom_errors())
+    return len(study.trials) - before
+
+
+# -- results ------------------------------------------------------------------------------------
+def trial_row(t) -> dict:
+    attrs = t.user_attrs
+    return {
+        "trial": t.number, "state": t.state.name, "strategy": t.params.get("strategy"),
+        "size": t.params.get("size"),
+        "macro_ppl": attrs.get("macro_ppl"), "generic_flops": attrs.get("generic_flops"),
+        "spec_flops": attrs.get("spec_flops"), "total_flops": attrs.get("total_flops"),
+        "generic_seconds": attrs.get("generic_seconds"), "spec_seconds": attrs.get("spec_seconds"),
+        "artifact_reused": attrs.get("artifact_reused"), "feasible": feasible(t)
+        if t.state.name == "COMPLETE" else False,
+        "status": attrs.get("status") or attrs.get("rejected") or attrs.get("failure") or "",
+        "settings": json.dumps(attrs.get("settings") or settings_from_params(
+            t.params, t.params.get("strategy", ""))),
+    }
+
+
+def finish(study, spec, inputs, out_dir: Path, checks, retried, search_seconds) -> PlanResult:
+    """Pick the best feasible trial, evaluate it on test, export it, write the reports."""
+    import pandas as pd
+
+    from planner.runner import run_strategy
+
+    rows = [trial_row(t) for t in study.get_trials(deepcopy=False)]
+    frame = pd.DataFrame(rows)
+    write_text(out_dir / "trials.csv", frame.to_csv(index=False))
+    done = [t for t in completed(study) if feasible(t)]
+    if not done:
+        raise SpecplanError(f"no feasible trial finished in study {study.study_name}; see "
+                            f"{out_dir / 'trials.csv'} for why, and raise the budgets or --trials")
+    best = min(done, key=lambda t: t.user_attrs["macro_ppl"])
+    pareto = []
+    if spec.frontier:
+        pareto = [t.number for t in study.best_trials if feasible(t)]
+    runner_up = min((t for t in done if t.params["strategy"] != best.params["strategy"]),
+                    key=lambda t: t.user_attrs["macro_ppl"], default=None)
+    name = best.params["strategy"]
+    objective = Objective(spec, inputs, Path(spec.cache_dir))
+    ws = objective.workspace(best.params["size"])
+    final = run_strategy(name, best.user_attrs["settings"], ws, inputs.domains,
+                         out_dir=out_dir / "model", evaluate_test=True)
+    budgets = spec.budgets()
+    large = ws.shape(ws.large)
+    guided = reference_guidance(budgets, large.params_total, large.inference_flops_per_token())
+    plan_doc = {
+        "study": study.study_name,
+        "strategy": name,
+        "size": best.params["size"],
+        "settings": best.user_attrs["settings"],
+        "trial": best.number,
+        "budgets": {"pretrain_flops": budgets.pretrain_flops, "spec_flops": budgets.spec_flops,
+                    "inference": budgets.inference.describe(),
+                    "domain_tokens": budgets.domain_tokens,
+                    "domains_count": budgets.domains_count},
+        "estimated_cost": best.user_attrs["estimate"],
+        "measured_cost": {
+            "generic_flops": best.user_attrs["generic_flops"],
+            "spec_flops_per_domain": best.user_attrs["spec_flops"],
+            "total_flops_for_n_domains": best.user_attrs["total_flops"],
+            "final_run": {d.domain: d.ledger.to_dict()["totals"] for d in final.domains},
+        },
+        "perplexity": {
+            "validation_macro": best.user_attrs["macro_ppl"],
+            "validation": best.user_attrs["ppl"],
+            "before_fine_tuning": best.user_attrs["ppl_before"],
+            "test": {d.domain: d.ppl_test for d in final.domains},
+            "test_macro": math.exp(sum(math.log(d.ppl_test) for d in final.domains)
+                                   / len(final.domains)),
+        },
+        "why": why_text(best, runner_up, budgets.domains_count),
+        "runner_up": runner_up and {"strategy": runner_up.params["strategy"],
+                                    "trial": runner_up.number,
+                                    "validation_macro": runner_up.user_attrs["macro_ppl"],
+                                    "total_flops": runner_up.user_attrs["total_flops"]},
+        "reference_guidance": {"strategy": guided, "reason": GUIDANCE[guided],
+                               "agrees": guided == name or (guided == "slm-pn"
+                                                            and name == "slm-mix")},
+        "pareto_trials": pareto,
+        "model_dirs": {d.domain: d.model_dir for d in final.domains},
+        "feasibility": checks,
+        "retried_trials": retried,
+        "search_seconds": search_seconds,
+        "trials": len(rows),
+    }
+    write_json(out_dir / "plan.json", plan_doc)
+    return PlanResult(out_dir, plan_doc, summary_text(frame, plan_doc))
+
+
+def why_text(best, runner_up, n_domains: int) -> str:
+    b = best.user_attrs
+    if runner_up is None:
+        return f"{best.params['strategy']} was the only strategy with a feasible finished trial"
+    r = runner_up.user_attrs
+    return (f"{best.params['strategy']} reached validation perplexity {b['macro_ppl']:.2f} "
+            f"against {r['macro_ppl']:.2f} for the runner-up {runner_up.params['strategy']}, "
+            f"at a total cost for {n_domains} domain(s) of {b['total_flops']:.3g} FLOPs against "
+            f"{r['total_flops']:.3g}")
+
+
+def summary_text(frame, plan_doc: dict) -> str:
+    """A table per strategy (best feasible trial of each), the choice marked with '*'."""
+    from planner.cli import table
+
+    lines = []
+    ok = frame[frame["state"] == "COMPLETE"]
+    rows = []
+    for name, group in ok.groupby("strategy"):
+        good = group[group["feasible"]]
+        pick = (good if len(good) else group).sort_values("macro_ppl").iloc[0]
+        rows.append({
+            " ": "*" if name == plan_doc["strategy"] else "",
+            "strategy": name, "trials": int((frame["strategy"] == name).sum()),
+            "val ppl": pick["macro_ppl"], "generic FLOPs": pick["generic_flops"],
+            "spec FLOPs": pick["spec_flops"], "total FLOPs": pick["total_flops"],
+            "feasible": bool(pick["feasible"]), "note": pick["status"] if pick["status"] != "ok"
+            else "",
+        })
+    rows.sort(key=lambda r: r["val ppl"])
+    untried = sorted(set(frame["strategy"].dropna()) - set(ok["strategy"]))
+    for name in untried:
+        reason = frame[frame["strategy"] == name]["status"].iloc[0]
+        rows.append({" ": "", "strategy": name, "trials": int((frame["strategy"] == name).sum()),
+                     "val ppl": float("nan"), "generic FLOPs": float("nan"),
+                     "spec FLOPs": float("nan"), "total FLOPs": float("nan"), "feasible": False,
+                     "note": reason[:60]})
+    p = plan_doc
+    lines.append(table(rows))
+    lines.append("")
+    lines.append(f"chosen: {p['strategy']} (size {p['size']}, trial {p['trial']}): test perplexity "
+                 f"{p['perplexity']['test_macro']:.2f} (macro over {len(p['perplexity']['test'])} "
+                 f"domain(s))")
+    lines.append(f"why: {p['why']}")
+    g = p["reference_guidance"]
+    lines.append(f"reference study's guidance: {g['strategy']} ({g['reason']}); "
+                 f"{'this plan agrees' if g['agrees'] else 'this plan differs at this scale'}")
+    lines.append(f"model: {', '.join(p['model_dirs'].values())}")
+    return "\n".join(lines)

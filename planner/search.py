@@ -1,0 +1,315 @@
+"""Optuna-driven search over strategies and their settings, under budgets.
+
+One study per plan, named by a hash of its inputs, so re-running the same command resumes it.
+The strategy is a categorical choice and each strategy adds its own settings (define-by-run,
+names prefixed by the strategy). One default trial per strategy is queued first so every
+strategy is tried. Analytic estimates reject a configuration before any compute is spent (the
+trial is pruned with the reason); measured costs become Optuna constraints (feasible when <= 0).
+Intermediate validation losses during fine-tuning drive an asynchronous successive-halving
+pruner whose resource is the number of fine-tuning tokens seen. ``frontier`` mode is a
+two-objective study (perplexity, total cost for N domains) without pruning, which Optuna does
+not support for several objectives.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from planner.errors import BudgetError, SpecplanError
+from planner.io import content_hash
+
+STATE_FILE = "study.journal"
+
+
+@dataclass
+class PlanSpec:
+    """Everything that defines a plan; stored in the study so any worker can rebuild it."""
+
+    generic: str | None
+    domains: list[str]
+    demo: bool
+    demo_domains: list[str]
+    pretrain_flops: float
+    spec_flops: float
+    inference: dict  # InferenceCap fields
+    domain_tokens: int | None
+    domains_count: int
+    strategies: list[str]
+    trials: int
+    frontier: bool = False
+    sizes: list[str] = field(default_factory=lambda: ["small"])
+    large: str = "large"
+    seq_len: int = 128
+    vocab_size: int = 4096
+    text_field: str = "text"
+    tokenizer_dir: str | None = None
+    batch_size: int = 16
+    eval_every: int = 50
+    embedder: str = "hashed"
+    pruner: str = "asha"
+    seed: int = 0
+    cache_dir: str = ".cache/specplan"
+    device: str = "auto"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PlanSpec":
+        return cls(**data)
+
+    def study_name(self) -> str:
+        """A name derived from what the study searches (not from where it runs)."""
+        keys = self.to_dict()
+        for local in ("cache_dir", "device", "trials"):
+            keys.pop(local)
+        return "specplan-" + content_hash(json.dumps(keys, sort_keys=True))
+
+    def budgets(self):
+        from planner.cost import InferenceCap
+        from strategies.base import Budgets
+
+        return Budgets(self.pretrain_flops, self.spec_flops, InferenceCap(**self.inference),
+                       self.domain_tokens, self.domains_count)
+
+
+# -- storage ------------------------------------------------------------------------------------
+def open_storage(url: str | None, out_dir: Path):
+    """Journal file in the output folder by default; an RDB URL for many machines.
+
+    Raises:
+        SpecplanError: for a storage that cannot be reached, before anything runs.
+    """
+    import optuna
+
+    if url is None:
+        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = str(out_dir / STATE_FILE)
+        return optuna.storages.JournalStorage(JournalFileBackend(path, JournalFileOpenLock(path)))
+    if url.endswith(".journal") or url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+        path = url.removeprefix("journal:")
+        return optuna.storages.JournalStorage(JournalFileBackend(path, JournalFileOpenLock(path)))
+    try:
+        return optuna.storages.RDBStorage(
+            url, heartbeat_interval=30, grace_period=90,
+            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
+            engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
+        )
+    except Exception as err:  # sqlalchemy raises many kinds; all mean "cannot use this URL"
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise SpecplanError(f"--storage {url}: cannot open the study storage ({first[:200]}); "
+                            f"check the URL, the server and credentials") from None
+
+
+def recover_stale_trials(study) -> list[int]:
+    """Mark trials left RUNNING by a killed worker as failed and queue them again.
+
+    The journal has no heartbeats, so a plan started on a study assumes none of its earlier
+    workers still runs (re-running the command after a crash). RDB storages use heartbeats and
+    Optuna's own retry callback instead.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    if not isinstance(study._storage, optuna.storages.JournalStorage):
+        optuna.storages.fail_stale_trials(study)
+        return []
+    retried = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        study._storage.set_trial_user_attr(trial._trial_id, "failure", "worker killed")
+        if trial.params:
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+        retried.append(trial.number)
+    return retried
+
+
+def create_study(spec: PlanSpec, storage):
+    import optuna
+
+    kwargs = dict(study_name=spec.study_name(), storage=storage, load_if_exists=True,
+                  sampler=optuna.samplers.TPESampler(seed=spec.seed))
+    if spec.frontier:
+        study = optuna.create_study(directions=["minimize", "minimize"], **kwargs)
+        study.set_metric_names(["perplexity", "total FLOPs"])
+    else:
+        study = optuna.create_study(direction="minimize", pruner=make_pruner(spec.pruner),
+                                    **kwargs)
+    if "spec" not in study.user_attrs:
+        study.set_user_attr("spec", spec.to_dict())
+        for name in spec.strategies:  # every strategy tried once with its defaults
+            study.enqueue_trial(default_params(name, spec), user_attrs={"default": True},
+                                skip_if_exists=True)
+    return study
+
+
+def make_pruner(name: str):
+    import optuna
+
+    if name == "asha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise SpecplanError(f"--pruner {name!r}: use asha, hyperband or none")
+
+
+def default_params(name: str, spec: PlanSpec) -> dict:
+    from strategies import get_strategy
+
+    settings = get_strategy(name).settings()
+    params = {"strategy": name, "size": spec.sizes[0]}
+    for f in dataclasses.fields(settings):
+        if f.metadata.get("low") is not None or f.metadata.get("choices") is not None:
+            params[f"{name}.{f.name}"] = getattr(settings, f.name)
+    return params
+
+
+# -- the objective ------------------------------------------------------------------------------
+class Objective:
+    """Runs one trial: sample, check budgets analytically, run, record costs as constraints."""
+
+    def __init__(self, spec: PlanSpec, inputs, cache_dir: Path):
+        self.spec = spec
+        self.inputs = inputs
+        self.cache_dir = cache_dir
+        self.budgets = spec.budgets()
+        self.clusterings: dict = {}
+
+    def workspace(self, size: str, on_eval=None):
+        from planner.train import TrainConfig
+        from planner.workspace import Workspace
+
+        ws = Workspace(
+            self.inputs.generic, self.inputs.tokenizer, self.budgets, self.cache_dir,
+            small=size, large=self.spec.large, embedder=self.spec.embedder, on_eval=on_eval,
+            train=TrainConfig(max_steps=1, batch_size=self.spec.batch_size, seed=self.spec.seed,
+                              device=self.spec.device, eval_every=self.spec.eval_every),
+        )
+        ws._clusterings = self.clusterings  # one clustering per k for the whole study
+        return ws
+
+    def __call__(self, trial):
+        import optuna
+
+        from planner.runner import plan_check, run_strategy
+        from strategies import get_strategy
+
+        name = trial.suggest_categorical("strategy", self.spec.strategies)
+        size = trial.suggest_categorical("size", self.spec.sizes)
+        strategy = get_strategy(name)
+        settings = strategy.search_space(trial)
+        seen = {"offset": 0, "last": 0}
+
+        def report(step: int, tokens: int, val_loss: float) -> None:
+            """Fine-tuning tokens seen so far in this trial (over its domains) as the resource."""
+            if tokens < seen["last"]:  # the next domain's fine-tuning started
+                seen["offset"] += seen["last"]
+            seen["last"] = tokens
+            if self.spec.frontier:
+                return
+            resource = seen["offset"] + tokens
+            trial.report(math.exp(min(val_loss, 50.0)), resource)
+            # A strategy's default trial always finishes, so every strategy gets a full result.
+            if not trial.user_attrs.get("default") and trial.should_prune():
+                trial.set_user_attr("status", f"pruned after {resource} fine-tuning tokens")
+                raise optuna.TrialPruned(trial.user_attrs["status"])
+
+        ws = self.workspace(size, on_eval=report)
+        try:
+            estimate, status = plan_check(strategy, settings, ws)
+        except BudgetError as err:
+            trial.set_user_attr("rejected", str(err))
+            raise optuna.TrialPruned(f"rejected before compute: {err}") from None
+        trial.set_user_attr("estimate", estimate.to_dict())
+        report_ = run_strategy(name, settings, ws, self.inputs.domains)
+        return self.record(trial, report_, estimate, status)
+
+    def record(self, trial, report, estimate, status):
+        from planner.cost import total_cost
+
+        generic = report.generic_ledger.totals()["generic"]
+        spec = [d.ledger.totals()["specialization"] for d in report.domains]
+        spec_flops = max(s["flops"] for s in spec)
+        spec_seconds = sum(s["seconds"] for s in spec)
+        cap = self.budgets.inference
+        trial.set_constraint("generic_flops", generic["flops"] - self.budgets.pretrain_flops)
+        trial.set_constraint("spec_flops", spec_flops - self.budgets.spec_flops)
+        if cap.params is not None:
+            trial.set_constraint("inference_params", estimate.params_inference - cap.params)
+        if cap.flops_per_token is not None:
+            trial.set_constraint("inference_flops",
+                                 estimate.inference_flops_per_token - cap.flops_per_token)
+        trial.set_user_attr("status", status)
+        trial.set_user_attr("artifact_reused", report.artifact_reused)
+        trial.set_user_attr("generic_flops", generic["flops"])
+        trial.set_user_attr("generic_seconds", 0.0 if report.artifact_reused else generic["seconds"])
+        trial.set_user_attr("spec_flops", spec_flops)
+        trial.set_user_attr("spec_seconds", spec_seconds)
+        trial.set_user_attr("ppl", {d.domain: d.ppl_after for d in report.domains})
+        trial.set_user_attr("ppl_before", {d.domain: d.ppl_before for d in report.domains})
+        trial.set_user_attr("ppl_generic", report.ppl_generic)
+        trial.set_user_attr("macro_ppl", report.macro_ppl)
+        trial.set_user_attr("settings", report.settings.to_dict())
+        total = total_cost(generic["flops"], spec_flops, self.budgets.domains_count)
+        trial.set_user_attr("total_flops", total)
+        if self.spec.frontier:
+            return report.macro_ppl, total
+        return report.macro_ppl
+
+
+def feasible(trial) -> bool:
+    """Every recorded constraint satisfied and the deployed model within the inference budget."""
+    return (all(v <= 0 for v in trial.constraints.values())
+            and trial.user_attrs.get("status", "ok") == "ok")
+
+
+def completed(study) -> list:
+    from optuna.trial import TrialState
+
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+
+
+def settings_from_params(params: dict, name: str) -> dict:
+    prefix = f"{name}."
+    return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
+
+
+def run_worker(study, objective: Objective, n_trials: int, *, catch=()) -> None:
+    """Optimise until the study holds ``n_trials`` finished trials (across all workers)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    done_states = (TrialState.COMPLETE, TrialState.PRUNED)
+    if len(study.get_trials(deepcopy=False, states=done_states)) >= n_trials:
+        return
+    study.optimize(
+        objective, catch=catch,
+        callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=done_states)],
+    )
+
+
+def load_spec(study) -> PlanSpec:
+    if "spec" not in study.user_attrs:
+        raise SpecplanError(f"study {study.study_name!r} was not created by specplan plan")
+    return PlanSpec.from_dict(study.user_attrs["spec"])
+
+
+def study_names(storage) -> list[str]:
+    import optuna
+
+    return [s.study_name for s in optuna.get_all_study_summaries(storage)]
+
+
+def write_spec(out_dir: Path, spec: PlanSpec) -> None:
+    from planner.io import write_json
+
+    write_json(Path(out_dir) / "plan-spec.json", spec.to_dict())
