@@ -89,7 +89,8 @@ def _missing_field(where: str, text_field: str, available: list[str]) -> Specpla
 
 def _read_jsonl(path: Path, text_field: str, encoding: str) -> list[str]:
     texts = []
-    for number, line in enumerate(_decode(path.read_bytes(), path, encoding).splitlines(), 1):
+    # Split on "\n" only: JSON strings may hold raw U+2028 and friends, which splitlines() cuts.
+    for number, line in enumerate(_decode(path.read_bytes(), path, encoding).split("\n"), 1):
         if not line.strip():
             continue
         try:
@@ -402,13 +403,13 @@ class TokenWindows:
 
     Attributes:
         ids: ``(n_windows, seq_len)`` ``torch.long``.
-        doc_span: optional ``(n_windows, 2)`` ``torch.long``: the first and last index (into the
-            tokenized document list) of the documents each window overlaps, so a subset of
-            windows can be traced back to its documents.
+        text_span: optional ``(n_windows, 4)`` ``torch.long`` rows ``(first_doc, first_char,
+            last_doc, end_char)``: where each window's text lies in the tokenized document list,
+            so a subset of windows can be traced back to exactly the text it holds.
     """
 
     ids: torch.Tensor
-    doc_span: torch.Tensor | None = None
+    text_span: torch.Tensor | None = None
 
     @property
     def n(self) -> int:
@@ -427,16 +428,24 @@ class TokenWindows:
 
     def subset(self, index: torch.Tensor) -> TokenWindows:
         """Windows selected by an index or boolean mask tensor."""
-        span = None if self.doc_span is None else self.doc_span[index]
-        return TokenWindows(ids=self.ids[index], doc_span=span)
+        span = None if self.text_span is None else self.text_span[index]
+        return TokenWindows(ids=self.ids[index], text_span=span)
 
 
-def _encode(texts: list[str], tokenizer: Any) -> list[list[int]]:
-    """Batch-encode documents without special tokens (the fast backend runs them in parallel)."""
-    if not texts:
-        return []
-    return tokenizer(list(texts), add_special_tokens=False, return_attention_mask=False,
-                     return_token_type_ids=False)["input_ids"]
+def _encode(texts: list[str], tokenizer: Any) -> list[Any]:
+    """Batch-encode documents without special tokens into ``tokenizers.Encoding`` objects.
+
+    The backend is called directly (in parallel, in Rust) because windows need the character
+    offsets of a few boundary tokens, which the ``transformers`` wrapper would materialise for
+    every token.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise SpecplanError(
+            f"tokenizer {type(tokenizer).__name__} is not a fast (tokenizers-backed) tokenizer; "
+            f"load it with PreTrainedTokenizerFast or train one with train_tokenizer"
+        )
+    return backend.encode_batch(list(texts), add_special_tokens=False) if texts else []
 
 
 def tokenize_to_windows(texts: list[str], tokenizer: Any, seq_len: int) -> TokenWindows:
@@ -446,7 +455,7 @@ def tokenize_to_windows(texts: list[str], tokenizer: Any, seq_len: int) -> Token
     the incomplete tail is dropped so every window is full (no padding to mask).
 
     Raises:
-        SpecplanError: ``seq_len`` < 1 or a tokenizer without an eos token.
+        SpecplanError: ``seq_len`` < 1, or a tokenizer that is not fast or has no eos token.
     """
     if seq_len < 1:
         raise SpecplanError(f"seq_len={seq_len}: must be a positive number of tokens")
@@ -456,17 +465,26 @@ def tokenize_to_windows(texts: list[str], tokenizer: Any, seq_len: int) -> Token
             f"tokenizer {type(tokenizer).__name__} has no eos token; set tokenizer.eos_token"
         )
     encoded = _encode(texts, tokenizer)
-    lengths = np.fromiter((len(ids) + 1 for ids in encoded), dtype=np.int64, count=len(encoded))
+    lengths = np.fromiter((len(e.ids) + 1 for e in encoded), dtype=np.int64, count=len(encoded))
     total = int(lengths.sum())
-    flat = np.fromiter(chain.from_iterable(chain(ids, (eos,)) for ids in encoded),
+    flat = np.fromiter(chain.from_iterable(chain(e.ids, (eos,)) for e in encoded),
                        dtype=np.int64, count=total)
     n = total // seq_len
     ends = np.cumsum(lengths)
-    starts = np.arange(n, dtype=np.int64) * seq_len
-    span = np.stack([np.searchsorted(ends, starts, side="right"),
-                     np.searchsorted(ends, starts + seq_len - 1, side="right")], axis=1)
+    firsts = np.arange(n, dtype=np.int64) * seq_len
+    lasts = firsts + seq_len - 1
+
+    def char_at(position: int, side: int) -> tuple[int, int]:
+        """(document, character offset) of a token's start (side 0) or end (side 1)."""
+        doc = int(np.searchsorted(ends, position, side="right"))
+        token = position - int(ends[doc] - lengths[doc])
+        if token == len(encoded[doc].ids):  # the eos after the document
+            return doc, len(texts[doc])
+        return doc, encoded[doc].token_to_chars(token)[side]
+
+    span = [(*char_at(int(a), 0), *char_at(int(b), 1)) for a, b in zip(firsts, lasts)]
     return TokenWindows(ids=torch.from_numpy(flat[: n * seq_len].reshape(n, seq_len)),
-                        doc_span=torch.from_numpy(span.reshape(n, 2)))
+                        text_span=torch.tensor(span, dtype=torch.long).reshape(n, 4))
 
 
 # --------------------------------------------------------------------------------------------
@@ -518,9 +536,10 @@ class CorpusSplits:
 
         This is the domain-data-size knob. Windows are ranked by a seeded hash of their content,
         so cuts are nested (the 8k cut is a subset of the 64k cut for the same seed, even when cut
-        from an already-cut corpus). Valid and test are untouched. ``texts["train"]`` keeps only
-        the documents that the kept windows overlap, so text-based steps (clustering histograms)
-        see no more domain data than the budget allows.
+        from an already-cut corpus). Valid and test are untouched. ``texts["train"]`` becomes the
+        text the kept windows hold (one piece per window and document it touches, so
+        ``documents["train"]`` counts pieces): text-based steps such as clustering histograms then
+        see exactly the budgeted domain data, not the whole corpus.
 
         Raises:
             SpecplanError: fewer tokens than one window, or more than the train split holds.
@@ -544,8 +563,8 @@ class CorpusSplits:
         train = self.train.subset(torch.tensor(sorted(order[:n_keep]), dtype=torch.long))
         texts = dict(self.texts)
         documents = dict(self.documents)
-        if train.doc_span is not None:
-            train, texts["train"] = _keep_spanned_documents(train, self.texts["train"])
+        if train.text_span is not None:
+            train, texts["train"] = _window_pieces(train, self.texts["train"])
             documents["train"] = len(texts["train"])
         windows = {**self._windows(), "train": train}
         return replace(self, train=train, texts=texts, documents=documents,
@@ -570,8 +589,8 @@ class CorpusSplits:
         tensors = {}
         for split, windows in self._windows().items():
             tensors[split] = windows.ids.contiguous()
-            if windows.doc_span is not None:
-                tensors[f"{split}.doc_span"] = windows.doc_span.contiguous()
+            if windows.text_span is not None:
+                tensors[f"{split}.text_span"] = windows.text_span.contiguous()
         meta = {"name": self.name, "documents": self.documents,
                 "duplicates_dropped": self.duplicates_dropped, "fingerprint": self.fingerprint}
         with atomic_dir(folder) as tmp:
@@ -599,7 +618,7 @@ class CorpusSplits:
         tensors = load_file(str(needed[0]))
         texts = json.loads(needed[1].read_text(encoding="utf-8"))
         meta = json.loads(needed[2].read_text(encoding="utf-8"))
-        windows = {s: TokenWindows(tensors[s], tensors.get(f"{s}.doc_span")) for s in _SPLITS}
+        windows = {s: TokenWindows(tensors[s], tensors.get(f"{s}.text_span")) for s in _SPLITS}
         if _fingerprint(windows) != meta["fingerprint"]:
             raise SpecplanError(
                 f"{path}: token windows do not match the saved fingerprint; delete the folder and "
@@ -610,16 +629,23 @@ class CorpusSplits:
                    fingerprint=meta["fingerprint"], texts=texts)
 
 
-def _keep_spanned_documents(windows: TokenWindows,
-                            texts: list[str]) -> tuple[TokenWindows, list[str]]:
-    """Keep the documents the windows overlap and renumber the spans to match."""
-    span = windows.doc_span.numpy()
-    depth = np.zeros(len(texts) + 1, dtype=np.int64)
-    np.add.at(depth, span[:, 0], 1)
-    np.add.at(depth, span[:, 1] + 1, -1)
-    kept = np.flatnonzero(np.cumsum(depth)[: len(texts)] > 0)
-    renumbered = torch.from_numpy(np.searchsorted(kept, span).astype(np.int64))
-    return TokenWindows(ids=windows.ids, doc_span=renumbered), [texts[i] for i in kept]
+def _window_pieces(windows: TokenWindows, texts: list[str]) -> tuple[TokenWindows, list[str]]:
+    """Replace documents by the text the windows hold, one piece per window and document.
+
+    Returns the windows re-pointed at the pieces, and the pieces (blank ones dropped, unless a
+    window holds nothing else).
+    """
+    pieces: list[str] = []
+    spans = []
+    for first_doc, first_char, last_doc, end_char in windows.text_span.tolist():
+        own = [texts[d] for d in range(first_doc, last_doc + 1)]
+        own[-1] = own[-1][:end_char]
+        own[0] = own[0][first_char:]
+        kept = [p for p in own if p.strip()] or own[:1]
+        spans.append((len(pieces), 0, len(pieces) + len(kept) - 1, len(kept[-1])))
+        pieces += kept
+    span = torch.tensor(spans, dtype=torch.long).reshape(-1, 4)
+    return TokenWindows(ids=windows.ids, text_span=span), pieces
 
 
 def prepare_corpus(docs: Documents, tokenizer: Any, *, seq_len: int,
@@ -639,7 +665,7 @@ def prepare_corpus(docs: Documents, tokenizer: Any, *, seq_len: int,
             encoded = _encode(split_texts[split], tokenizer)
             raise SpecplanError(
                 f"corpus {docs.name!r}: the {split} split has {len(split_texts[split])} documents, "
-                f"{sum(len(ids) + 1 for ids in encoded)} tokens, less than one window of "
+                f"{sum(len(e.ids) + 1 for e in encoded)} tokens, less than one window of "
                 f"seq_len={seq_len} ({len(texts)} documents in all); use a smaller --seq-len or "
                 f"more text"
             )

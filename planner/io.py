@@ -12,11 +12,17 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+
+def _fresh_name(target: Path, suffix: str) -> Path:
+    """A hidden, unused sibling name; created by the caller so permissions follow the umask
+    (``tempfile`` would make private 0600 files that other tools then cannot read)."""
+    return target.parent / f".{target.name}.{secrets.token_hex(6)}{suffix}"
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -49,9 +55,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _fresh_name(target, ".tmp")
+    tmp.touch(exist_ok=False)
     try:
         yield tmp
         with open(tmp, "r+b") as handle:
@@ -80,12 +85,13 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    tmp = _fresh_name(target, ".tmp")
+    tmp.mkdir()
     try:
         yield tmp
         if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=tmp.parent))
-            os.replace(target, old / target.name)
+            old = _fresh_name(target, ".old")
+            os.replace(target, old)
             os.replace(tmp, target)
             shutil.rmtree(old, ignore_errors=True)
         else:

@@ -241,7 +241,8 @@ def test_windows_concatenate_docs_with_eos_and_drop_tail(tokenizer):
     assert windows.ids.shape == (len(flat) // 16, 16)
     assert (windows.n, windows.seq_len, windows.tokens) == (len(flat) // 16, 16, windows.n * 16)
     assert windows.ids.flatten().tolist() == flat[: windows.tokens]
-    assert windows.doc_span[0].tolist() == [0, 0] and windows.doc_span[-1, 1] == 4
+    assert windows.text_span[0].tolist() == [0, 0, 0, windows.text_span[0, 3]]
+    assert windows.text_span[-1, 2] == 4
     picked = windows.subset(torch.tensor([2, 0]))
     assert torch.equal(picked.ids, windows.ids[[2, 0]])
     assert tokenize_to_windows([], tokenizer, 8).ids.shape == (0, 8)
@@ -289,19 +290,20 @@ def test_cut_is_exact_nested_and_leaves_eval_untouched(corpus):
     assert small.texts["test"] == corpus.texts["test"]
     assert len({corpus.fingerprint, small.fingerprint, big.fingerprint}) == 3
     assert small.fingerprint == corpus.cut(80, seed=1).fingerprint
-    # The kept documents are exactly those the kept windows overlap.
-    assert set(small.texts["train"]) < set(big.texts["train"]) < set(corpus.texts["train"])
+    # Train texts shrink with the cut, nested too, and a cut of a cut gives the same text.
+    assert set(small.texts["train"]) <= set(big.texts["train"])
+    assert small.stats()["mb"]["train"] < big.stats()["mb"]["train"] < corpus.stats()["mb"][
+        "train"]
+    assert big.cut(80, seed=1).texts == small.texts
     assert small.documents["train"] == len(small.texts["train"])
 
 
-def test_cut_window_text_comes_from_kept_documents(corpus, tokenizer):
+def test_cut_train_text_is_exactly_the_kept_windows(corpus, tokenizer):
     small = corpus.cut(160, seed=0)
-    joined = tokenizer.eos_token.join(small.texts["train"])
-    for window, (first, last) in zip(small.train.ids, small.train.doc_span.tolist()):
-        piece = tokenizer.decode(window.tolist()).split(tokenizer.eos_token)
-        inner = [p for p in piece[1:-1] if p]  # whole documents inside the window
-        assert all(p in small.texts["train"][first:last + 1] for p in inner)
-        assert all(p in joined for p in piece)
+    assert small.train.n == 10
+    for window, (first, _, last, _) in zip(small.train.ids, small.train.text_span.tolist()):
+        decoded = tokenizer.decode(window.tolist()).split(tokenizer.eos_token)
+        assert [p for p in decoded if p.strip()] == small.texts["train"][first:last + 1]
 
 
 def test_cut_errors_say_what_exists(corpus):
@@ -317,7 +319,7 @@ def test_save_load_round_trip_and_tamper_check(corpus, tmp_path):
     back = CorpusSplits.load(tmp_path / "saved")
     assert back.fingerprint == small.fingerprint and back.texts == small.texts
     assert back.documents == small.documents and torch.equal(back.test.ids, small.test.ids)
-    assert torch.equal(back.train.doc_span, small.train.doc_span)
+    assert torch.equal(back.train.text_span, small.train.text_span)
     meta = json.loads((tmp_path / "saved" / "meta.json").read_text())
     meta["fingerprint"] = "0" * 16
     (tmp_path / "saved" / "meta.json").write_text(json.dumps(meta))
