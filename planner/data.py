@@ -465,7 +465,7 @@ def tokenize_to_windows(texts: list[str], tokenizer: Any, seq_len: int) -> Token
             f"tokenizer {type(tokenizer).__name__} has no eos token; set tokenizer.eos_token"
         )
     encoded = _encode(texts, tokenizer)
-    lengths = np.fromiter((len(e.ids) + 1 for e in encoded), dtype=np.int64, count=len(encoded))
+    lengths = np.fromiter((len(e) + 1 for e in encoded), dtype=np.int64, count=len(encoded))
     total = int(lengths.sum())
     flat = np.fromiter(chain.from_iterable(chain(e.ids, (eos,)) for e in encoded),
                        dtype=np.int64, count=total)
@@ -478,7 +478,7 @@ def tokenize_to_windows(texts: list[str], tokenizer: Any, seq_len: int) -> Token
         """(document, character offset) of a token's start (side 0) or end (side 1)."""
         doc = int(np.searchsorted(ends, position, side="right"))
         token = position - int(ends[doc] - lengths[doc])
-        if token == len(encoded[doc].ids):  # the eos after the document
+        if token == lengths[doc] - 1:  # the eos after the document
             return doc, len(texts[doc])
         return doc, encoded[doc].token_to_chars(token)[side]
 
@@ -665,7 +665,7 @@ def prepare_corpus(docs: Documents, tokenizer: Any, *, seq_len: int,
             encoded = _encode(split_texts[split], tokenizer)
             raise SpecplanError(
                 f"corpus {docs.name!r}: the {split} split has {len(split_texts[split])} documents, "
-                f"{sum(len(e.ids) + 1 for e in encoded)} tokens, less than one window of "
+                f"{sum(len(e) + 1 for e in encoded)} tokens, less than one window of "
                 f"seq_len={seq_len} ({len(texts)} documents in all); use a smaller --seq-len or "
                 f"more text"
             )
