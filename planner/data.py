@@ -10,7 +10,6 @@ superset of a smaller one.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
@@ -22,7 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
 import torch
+from safetensors.torch import load_file, save_file
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from planner.errors import SpecplanError
@@ -111,8 +114,6 @@ def _read_jsonl(path: Path, text_field: str, encoding: str) -> list[str]:
 
 
 def _read_parquet(path: Path, text_field: str) -> list[str]:
-    import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
-
     try:
         names = pq.read_schema(path).names
     except Exception as err:  # pyarrow raises several types for a damaged file
@@ -124,22 +125,20 @@ def _read_parquet(path: Path, text_field: str) -> list[str]:
 
 
 def _read_csv(path: Path, text_field: str, encoding: str) -> list[str]:
-    # The csv module rather than pandas: we decode first, so a bad byte is reported exactly.
-    csv.field_size_limit(2**31 - 1)
+    # Decode first (rather than letting pandas do it) so that a bad byte is reported exactly.
     text = _decode(path.read_bytes(), path, encoding)
     try:
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        rows = list(reader)
-    except csv.Error as err:
-        raise SpecplanError(f"{path}: malformed CSV ({err}); check its quoting") from err
-    if text_field not in (reader.fieldnames or []):
-        raise _missing_field(str(path), text_field, list(reader.fieldnames or []))
-    return _as_texts([row[text_field] for row in rows], str(path), text_field)
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise SpecplanError(f"{path}: malformed CSV ({err}); check its header and quoting") from err
+    if text_field not in frame.columns:
+        raise _missing_field(str(path), text_field, list(frame.columns))
+    return _as_texts(frame[text_field].tolist(), str(path), text_field)
 
 
-def _import_datasets(what: str):
+def _import_datasets(what: str) -> Any:
     try:
-        import datasets  # pylint: disable=import-outside-toplevel
+        import datasets  # optional (the hub extra) and slow to import: only when needed
     except ImportError as err:
         raise SpecplanError(
             f"{what} needs the 'datasets' package; install it with pip install 'specplan[hub]'"
@@ -326,11 +325,8 @@ def split_documents(texts: list[str], *, valid_fraction: float = 0.05,
 # Tokenizer
 
 
-def _train_bpe(texts: list[str], vocab_size: int):
+def _train_bpe(texts: list[str], vocab_size: int) -> Tokenizer:
     """Train a byte-level BPE (GPT-2 style): any text round-trips, no unknown tokens."""
-    # pylint: disable-next=import-outside-toplevel
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -584,8 +580,6 @@ class CorpusSplits:
 
     def save(self, folder: str | os.PathLike[str]) -> Path:
         """Write ids (safetensors), texts and metadata (JSON) into ``folder`` atomically."""
-        from safetensors.torch import save_file  # pylint: disable=import-outside-toplevel
-
         tensors = {}
         for split, windows in self._windows().items():
             tensors[split] = windows.ids.contiguous()
@@ -606,8 +600,6 @@ class CorpusSplits:
         Raises:
             SpecplanError: missing files or a fingerprint mismatch (a damaged cache).
         """
-        from safetensors.torch import load_file  # pylint: disable=import-outside-toplevel
-
         path = Path(folder)
         needed = [path / n for n in ("windows.safetensors", "texts.json", "meta.json")]
         if not all(p.is_file() for p in needed):

@@ -131,6 +131,9 @@ def test_load_errors_name_the_input(tmp_path):
     pd.DataFrame({"body": ["x"]}).to_csv(tmp_path / "c.csv", index=False)
     with pytest.raises(SpecplanError, match=r"c\.csv: no field 'text'; available: body"):
         load_documents(tmp_path / "c.csv")
+    (tmp_path / "q.csv").write_text('text\n"unterminated\n')
+    with pytest.raises(SpecplanError, match=r"q\.csv: malformed CSV"):
+        load_documents(tmp_path / "q.csv")
     pd.DataFrame({"text": [1, 2]}).to_parquet(tmp_path / "n.parquet")
     with pytest.raises(SpecplanError, match=r"n\.parquet: field 'text' holds int values"):
         load_documents(tmp_path / "n.parquet")
