@@ -123,8 +123,8 @@ def recover_stale_trials(study) -> list[int]:
         return []
     retried = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         study._storage.set_trial_user_attr(trial._trial_id, "failure", "worker killed")
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         if trial.params:
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
         retried.append(trial.number)

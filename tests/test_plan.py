@@ -1,0 +1,142 @@
+"""The planner end to end on the synthetic corpus: search, choice, outputs, resume, errors."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from transformers import AutoModelForCausalLM
+
+from planner.errors import BudgetError, SpecplanError
+from planner.search import PlanSpec
+
+STRATEGIES = ["slm", "slm-nopt"]
+
+
+def spec_for(cache, **overrides):
+    values = dict(
+        generic=None, domains=[], demo=False, demo_domains=[], pretrain_flops=8e9,
+        spec_flops=2e9, inference={"params": None, "flops_per_token": None}, domain_tokens=None,
+        domains_count=1, strategies=STRATEGIES, trials=3, sizes=["tiny"], large="small",
+        seq_len=32, vocab_size=300, batch_size=8, eval_every=10, cache_dir=str(cache),
+        device="cpu",
+    )
+    values.update(overrides)
+    return PlanSpec(**values)
+
+
+def test_plan_chooses_builds_and_reports(tiny_inputs, tmp_path):
+    from planner.plan import plan
+
+    inputs = type(tiny_inputs)(tiny_inputs.generic, {"law": tiny_inputs.domains["law"]},
+                               tiny_inputs.tokenizer)
+    result = plan(spec_for(tmp_path / "cache"), tmp_path / "out", inputs=inputs)
+    doc = json.loads((tmp_path / "out" / "plan.json").read_text())
+    assert doc["strategy"] in STRATEGIES
+    assert doc["perplexity"]["test"]["law"] > 1
+    assert doc["measured_cost"]["generic_flops"] <= 8e9
+    trials = (tmp_path / "out" / "trials.csv").read_text().splitlines()
+    assert len(trials) == 1 + 3
+    tried = {line.split(",")[2] for line in trials[1:]}
+    assert tried == set(STRATEGIES)  # a default trial per strategy ran
+    model = AutoModelForCausalLM.from_pretrained(doc["model_dirs"]["law"])
+    assert model.num_parameters() == doc["estimated_cost"]["params_inference"]
+    assert "chosen:" in result.summary and "*" in result.summary
+    # the second trial of a strategy reuses its pretraining: said in trials.csv
+    assert "reference study's guidance" in result.summary
+
+
+def test_budgets_that_fit_no_strategy_name_each_minimum(tiny_inputs, tmp_path):
+    from planner.plan import plan
+
+    with pytest.raises(BudgetError, match="fit no strategy: slm needs >= .* slm-nopt needs"):
+        plan(spec_for(tmp_path, pretrain_flops=10.0, spec_flops=10.0), tmp_path / "out",
+             inputs=tiny_inputs)
+    assert not (tmp_path / "out" / "plan.json").exists()
+
+
+def test_unreachable_storage_is_one_clear_error(tmp_path):
+    from planner.search import open_storage
+
+    with pytest.raises(SpecplanError, match="cannot open the study storage"):
+        open_storage("postgresql://nobody@127.0.0.1:9/none", tmp_path)
+
+
+def test_absent_gpus_are_refused():
+    from planner.plan import parse_gpus
+
+    with pytest.raises(SpecplanError, match="not present"):
+        parse_gpus("7")
+
+
+def cli(*args, cache, **kwargs):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "planner.cli", "--cache", str(cache), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+                            **kwargs)
+
+
+def plan_args(corpus_dir, out, trials=4):
+    return ["plan", "--generic", str(corpus_dir / "generic.jsonl"),
+            "--domain", str(corpus_dir / "law.jsonl"), "--pretrain-budget", "8e9",
+            "--spec-budget", "2e9", "--sizes", "tiny", "--large", "small", "--seq-len", "32",
+            "--vocab-size", "300", "--batch-size", "8", "--strategies", "slm,slm-nopt",
+            "--trials", str(trials), "--gpus", "none", "--out", str(out)]
+
+
+def finished(out):
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    path = str(out / "study.journal")
+    if not os.path.exists(path):
+        return []
+    storage = optuna.storages.JournalStorage(JournalFileBackend(path, JournalFileOpenLock(path)))
+    summaries = optuna.get_all_study_summaries(storage)
+    if not summaries:
+        return []
+    study = optuna.load_study(study_name=summaries[0].study_name, storage=storage)
+    return study.get_trials(deepcopy=False)
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_keeps_finished_trials(corpus_dir, tmp_path):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    proc = cli(*plan_args(corpus_dir, out), cache=cache)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        states = [t.state.name for t in finished(out)]
+        if "COMPLETE" in states and "RUNNING" in states:
+            break
+        time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("the plan never had a finished and a running trial")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {t.number: t.value for t in finished(out) if t.state.name == "COMPLETE"}
+    assert before and not (out / "plan.json").exists()
+    rerun = cli(*plan_args(corpus_dir, out), cache=cache)
+    stdout, stderr = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, stderr[-2000:]
+    trials = finished(out)
+    after = {t.number: t.value for t in trials if t.state.name == "COMPLETE"}
+    for number, value in before.items():
+        assert after[number] == value  # kept, not run again
+    done = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(done) == 4  # the killed trial was retried, nothing ran twice
+    failed = [t for t in trials if t.state.name == "FAIL"]
+    assert len(failed) == 1 and failed[0].user_attrs["failure"] == "worker killed"
+    assert (out / "plan.json").exists()
+
+
+def test_cli_plan_errors_are_one_line(corpus_dir, tmp_path):
+    proc = cli("plan", "--generic", str(corpus_dir / "generic.jsonl"), "--domain",
+               str(tmp_path / "missing.jsonl"), "--pretrain-budget", "1e9", "--spec-budget",
+               "1e9", "--out", str(tmp_path / "o"), cache=tmp_path / "c")
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    assert stderr.strip().count("\n") == 0 and "missing.jsonl" in stderr
+    assert "Traceback" not in stderr
