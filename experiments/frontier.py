@@ -43,6 +43,7 @@ __all__ = [
     "macro_perplexity",
     "pareto_front",
     "reference_table",
+    "sort_strategies",
     "total_cost",
     "total_cost_table",
     "usable",
@@ -100,7 +101,8 @@ def _strategy_rank(strategy: str) -> int:
     return STRATEGY_ORDER.index(strategy) if strategy in STRATEGY_ORDER else len(STRATEGY_ORDER)
 
 
-def _sort_strategies(names: Iterable[str]) -> list[str]:
+def sort_strategies(names: Iterable[str]) -> list[str]:
+    """Distinct strategy names in CLI order (:data:`STRATEGY_ORDER`), unknown ones last."""
     return sorted(set(names), key=lambda s: (_strategy_rank(s), s))
 
 
@@ -349,7 +351,7 @@ def reference_table(
     budgets = np.asarray(list(pretrain_budgets), dtype=float)
     rows = usable(df, statuses) if "status" in df.columns else df
     table = pd.DataFrame(
-        [(b, s) for b in budgets for s in _sort_strategies(rows["strategy"])],
+        [(b, s) for b in budgets for s in sort_strategies(rows["strategy"])],
         columns=[budget_col, "strategy"],
     )
     keys = [budget_col, "strategy"]

@@ -1,0 +1,425 @@
+"""Figures from the results table: pure functions from a DataFrame to a matplotlib ``Figure``.
+
+Each plot function takes the results table (or, for :func:`plot_frontier`, any table with a cost
+and a perplexity column) and returns a :class:`~matplotlib.figure.Figure` built without pyplot,
+so nothing here touches global state or needs a display; :func:`save_figure` writes it as PNG
+and SVG. The numbers come from :mod:`experiments.frontier`, so a figure and its table agree.
+
+Conventions, the same in every figure:
+
+* strategies are named as the CLI names them (``slm``, ``slm-is``, ...) and keep one colour
+  (:data:`STRATEGY_COLORS`);
+* costs are on log axes in FLOPs, with a secondary axis in device-hours at ``flops_per_hour``
+  (default: an A100 at 312 TFLOP/s peak and 40% MFU, the paper's hardware);
+* perplexities are macro averages over domains (see :mod:`experiments.frontier`), one panel per
+  domain data size, because 1M and 64M domain tokens are different scenarios.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.colors import to_rgb
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from experiments import frontier
+from planner.cost import PROFILES
+from planner.errors import SpecplanError
+from planner.units import format_count
+
+__all__ = [
+    "DEFAULT_FLOPS_PER_HOUR",
+    "DEFAULT_HOURS_LABEL",
+    "STRATEGY_COLORS",
+    "plot_frontier",
+    "plot_ppl_vs_pretrain",
+    "plot_ppl_vs_spec",
+    "plot_total_cost",
+    "plot_winner_map",
+    "save_figure",
+    "strategy_color",
+]
+
+#: One colour per strategy, used by every figure (tab10 hues; the baseline slm is blue).
+STRATEGY_COLORS = {
+    "slm": "#1f77b4",
+    "slm-nopt": "#7f7f7f",
+    "llm": "#d62728",
+    "slm-is": "#2ca02c",
+    "slm-mix": "#ff7f0e",
+    "slm-pn": "#9467bd",
+    "slm-hn": "#8c564b",
+    "slm-d": "#e377c2",
+}
+# Strategies registered later get a stable colour from their name (never a listed one).
+_SPARE_COLORS = ("#17becf", "#bcbd22", "#aec7e8", "#ffbb78", "#98df8a", "#c5b0d5", "#c49c94")
+
+#: Device-hours axis default: A100, 312 TFLOP/s dense bf16 peak, 40% MFU.
+DEFAULT_FLOPS_PER_HOUR = PROFILES["a100"].flops_per_hour()
+DEFAULT_HOURS_LABEL = "A100-hours at 40% MFU"
+
+_PANEL_SIZE = (4.8, 3.8)
+# Axis names of known results-table columns; others are shown with spaces for underscores.
+_AXIS_NAMES = {
+    "generic_flops": "pretraining cost",
+    "est_generic_flops": "estimated pretraining cost",
+    "spec_flops": "specialization cost per domain",
+    "est_spec_flops": "estimated specialization cost per domain",
+    "pretrain_budget_flops": "pretraining budget",
+    "spec_budget_flops": "specialization budget per domain",
+    "ppl_after": "perplexity after fine-tuning",
+    "ppl_before": "perplexity before fine-tuning",
+}
+_EMPTY_CELL = "#eeeeee"
+
+
+def strategy_color(strategy: str) -> str:
+    """The strategy's colour: listed ones from :data:`STRATEGY_COLORS`, others by name hash."""
+    if strategy in STRATEGY_COLORS:
+        return STRATEGY_COLORS[strategy]
+    return _SPARE_COLORS[zlib.crc32(strategy.encode()) % len(_SPARE_COLORS)]
+
+
+def _strategies(names: pd.Series) -> list[str]:
+    return frontier.sort_strategies(names.dropna())
+
+
+def _panels(sizes: Sequence[float], title: str) -> tuple[Figure, list[Axes]]:
+    """A figure with one panel per domain data size (at least one panel)."""
+    count = max(len(sizes), 1)
+    fig = Figure(figsize=(_PANEL_SIZE[0] * count, _PANEL_SIZE[1]), layout="constrained")
+    axes = list(np.atleast_1d(fig.subplots(1, count, squeeze=False)[0]))
+    fig.suptitle(title)
+    for ax, size in zip(axes, sizes):
+        ax.set_title(f"{format_count(size)} domain tokens")
+    return fig, axes
+
+
+def _cost_axis(
+    ax: Axes, which: str, what: str, flops_per_hour: float, hours_label: str
+) -> None:
+    """Log-scale a cost axis in FLOPs and add the device-hours axis opposite it."""
+    if flops_per_hour <= 0:
+        raise SpecplanError(
+            f"plots: flops_per_hour={flops_per_hour}; give the device's FLOPs per hour (> 0)"
+        )
+    functions = (lambda f: f / flops_per_hour, lambda h: h * flops_per_hour)
+    if which == "x":
+        ax.set_xscale("log")
+        ax.set_xlabel(f"{what} (FLOPs)")
+        ax.secondary_xaxis("top", functions=functions).set_xlabel(hours_label)
+    else:
+        ax.set_yscale("log")
+        ax.set_ylabel(f"{what} (FLOPs)")
+        ax.secondary_yaxis("right", functions=functions).set_ylabel(hours_label)
+
+
+def _axis_name(column: str) -> str:
+    return _AXIS_NAMES.get(column, column.replace("_", " "))
+
+
+def _finish(ax: Axes) -> None:
+    ax.grid(True, which="major", alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small")
+
+
+def plot_ppl_vs_pretrain(
+    df: pd.DataFrame,
+    *,
+    cost_col: str = "generic_flops",
+    statuses: Sequence[str] = ("ok", "over-inference-budget"),
+    flops_per_hour: float = DEFAULT_FLOPS_PER_HOUR,
+    hours_label: str = DEFAULT_HOURS_LABEL,
+) -> Figure:
+    """Macro perplexity after fine-tuning against pretraining cost, one line per strategy.
+
+    At each pretraining budget a strategy shows its best config (over specialization budgets
+    and settings). Strategies without pretraining (``slm-is``, ``slm-nopt``) have no point on a
+    log cost axis; they are drawn as dashed horizontal lines at their best perplexity, as the
+    paper draws SLM-is. The LLM is included (``over-inference-budget``) as a reference.
+
+    Args:
+        df: the results table.
+        cost_col: pretraining cost column: measured ``generic_flops`` or an estimate.
+        statuses: run statuses to draw.
+        flops_per_hour: FLOPs per device-hour for the secondary axis.
+        hours_label: label of the secondary axis.
+    """
+    configs = frontier.config_table(df, statuses=statuses)
+    sizes = sorted(configs["domain_tokens"].unique())
+    fig, axes = _panels(sizes, "Perplexity vs pretraining cost")
+    for ax, size in zip(axes, sizes):
+        panel = configs[configs["domain_tokens"] == size]
+        for strategy in _strategies(panel["strategy"]):
+            rows = panel[panel["strategy"] == strategy]
+            color = strategy_color(strategy)
+            if (rows[cost_col] <= 0).all():
+                ax.axhline(rows["ppl_after"].min(), color=color, ls="--", label=strategy)
+                continue
+            rows = rows[rows[cost_col] > 0].sort_values("ppl_after", kind="stable")
+            best = rows.drop_duplicates("pretrain_budget_flops").sort_values(cost_col)
+            ax.plot(best[cost_col], best["ppl_after"], "o-", color=color, label=strategy)
+        if not (panel[cost_col] > 0).any():
+            # Only flat lines: centre the empty cost axis on one device-hour, and say why.
+            ax.set_xlim(flops_per_hour / 10, flops_per_hour * 10)
+            ax.text(0.5, 0.05, "no run with pretraining", transform=ax.transAxes, ha="center")
+    for ax in axes:
+        _cost_axis(ax, "x", _axis_name(cost_col), flops_per_hour, hours_label)
+        ax.set_ylabel("perplexity after fine-tuning (macro)")
+        _finish(ax)
+    return fig
+
+
+def plot_ppl_vs_spec(
+    df: pd.DataFrame,
+    *,
+    cost_col: str = "spec_flops",
+    statuses: Sequence[str] = ("ok", "over-inference-budget"),
+    flops_per_hour: float = DEFAULT_FLOPS_PER_HOUR,
+    hours_label: str = DEFAULT_HOURS_LABEL,
+) -> Figure:
+    """Macro perplexity after fine-tuning against per-domain specialization cost.
+
+    Every config is a faint point; each strategy's line joins its Pareto-optimal configs (the
+    best perplexity it reaches for a given specialization spend).
+
+    Args:
+        df: the results table.
+        cost_col: per-domain specialization cost column (measured ``spec_flops`` or estimate).
+        statuses: run statuses to draw.
+        flops_per_hour: FLOPs per device-hour for the secondary axis.
+        hours_label: label of the secondary axis.
+    """
+    configs = frontier.config_table(df, statuses=statuses)
+    configs = configs[configs[cost_col] > 0]
+    sizes = sorted(configs["domain_tokens"].unique())
+    fig, axes = _panels(sizes, "Perplexity vs specialization cost")
+    for ax, size in zip(axes, sizes):
+        panel = configs[configs["domain_tokens"] == size]
+        for strategy in _strategies(panel["strategy"]):
+            rows = panel[panel["strategy"] == strategy]
+            color = strategy_color(strategy)
+            ax.scatter(rows[cost_col], rows["ppl_after"], color=color, alpha=0.3, s=18)
+            front = frontier.pareto_front(rows, cost_col)
+            ax.plot(front[cost_col], front["ppl_after"], "o-", color=color, label=strategy)
+    for ax in axes:
+        _cost_axis(ax, "x", _axis_name(cost_col), flops_per_hour, hours_label)
+        ax.set_ylabel("perplexity after fine-tuning (macro)")
+        _finish(ax)
+    return fig
+
+
+def plot_frontier(
+    df: pd.DataFrame,
+    *,
+    cost_col: str = "spec_flops",
+    quality_col: str = "ppl_after",
+    chosen: object | None = None,
+    flops_per_hour: float = DEFAULT_FLOPS_PER_HOUR,
+    hours_label: str = DEFAULT_HOURS_LABEL,
+    title: str = "Cost-perplexity frontier",
+) -> Figure:
+    """All points faint, the Pareto front as a line, and the chosen row highlighted.
+
+    Rows with a non-positive cost have no place on a log axis and are left out (e.g.
+    ``generic_flops`` of ``slm-is``); price them with a total-cost column instead.
+
+    Args:
+        df: any table with ``strategy``, ``cost_col`` and ``quality_col`` (e.g. the results
+            table or :func:`experiments.frontier.config_table`).
+        cost_col: cost column, in FLOPs.
+        quality_col: perplexity column.
+        chosen: index label of the row to highlight (or that row, as a Series), or None.
+        flops_per_hour: FLOPs per device-hour for the secondary axis.
+        hours_label: label of the secondary axis.
+        title: figure title.
+
+    Raises:
+        SpecplanError: when ``chosen`` is not a row of ``df`` with a positive cost.
+    """
+    missing = [c for c in ("strategy", cost_col, quality_col) if c not in df.columns]
+    if missing:
+        raise SpecplanError(
+            f"plot_frontier: the table lacks column(s) {missing}; pass a table that has them"
+        )
+    points = df[pd.to_numeric(df[cost_col], errors="coerce") > 0]
+    fig, (ax,) = _panels([], title)
+    for strategy in _strategies(points["strategy"]):
+        rows = points[points["strategy"] == strategy]
+        ax.scatter(rows[cost_col], rows[quality_col], color=strategy_color(strategy), alpha=0.35,
+                   s=22, label=strategy)
+    front = frontier.pareto_front(points, cost_col, quality_col)
+    ax.plot(front[cost_col], front[quality_col], "-", color="black", lw=1.5, label="Pareto front")
+    if chosen is not None:
+        label = chosen.name if isinstance(chosen, pd.Series) else chosen
+        if label not in points.index:
+            raise SpecplanError(
+                f"plot_frontier: chosen={label!r} is not a row of the table with {cost_col} > 0; "
+                "pass an index label of df"
+            )
+        row = points.loc[label]
+        ax.scatter([row[cost_col]], [row[quality_col]], marker="*", s=260, zorder=5,
+                   color=strategy_color(row["strategy"]), edgecolors="black", label="chosen")
+        ax.annotate(f"chosen: {row['strategy']}", (row[cost_col], row[quality_col]),
+                    xytext=(10, 10), textcoords="offset points", fontweight="bold",
+                    arrowprops={"arrowstyle": "-", "color": "black"})
+    _cost_axis(ax, "x", _axis_name(cost_col), flops_per_hour, hours_label)
+    ax.set_ylabel(_axis_name(quality_col))
+    _finish(ax)
+    return fig
+
+
+def plot_total_cost(
+    df: pd.DataFrame,
+    *,
+    n_max: int = 100,
+    cost_cols: tuple[str, str] = ("generic_flops", "spec_flops"),
+    statuses: Sequence[str] = ("ok",),
+    flops_per_hour: float = DEFAULT_FLOPS_PER_HOUR,
+    hours_label: str = DEFAULT_HOURS_LABEL,
+) -> Figure:
+    """Total cost ``generic + N * spec`` against the number of domains N (Eq. 1), log-log.
+
+    Each strategy is priced at its best-perplexity config
+    (:func:`experiments.frontier.total_cost_table`); black crosses mark where two strategies'
+    totals cross, i.e. where the cheaper one changes (paper Fig. 6).
+
+    Args:
+        df: the results table.
+        n_max: largest number of domains drawn.
+        cost_cols: (generic, per-domain specialization) cost columns.
+        statuses: run statuses to use.
+        flops_per_hour: FLOPs per device-hour for the secondary axis.
+        hours_label: label of the secondary axis.
+    """
+    if n_max < 1:
+        raise SpecplanError(f"plot_total_cost: n_max={n_max}; give at least 1 domain")
+    table = frontier.total_cost_table(df, [], statuses=statuses, cost_cols=cost_cols)
+    generic_col, spec_col = cost_cols
+    sizes = sorted(table["domain_tokens"].unique())
+    fig, axes = _panels(sizes, "Total cost vs number of domains")
+    n = np.unique(np.geomspace(1, n_max, 200).round(6))
+    for ax, size in zip(axes, sizes):
+        panel = table[table["domain_tokens"] == size]
+        costs = {row.strategy: (row[generic_col], row[spec_col]) for _, row in panel.iterrows()}
+        for strategy, (generic, spec) in costs.items():
+            ax.plot(n, frontier.total_cost(generic, spec, n), color=strategy_color(strategy),
+                    label=strategy)
+        crossings = []
+        for (a, cost_a), (b, cost_b) in _pairs(costs):
+            at = frontier.crossover_n(cost_a, cost_b)
+            if at is not None and at <= n_max:
+                crossings.append((at, frontier.total_cost(*cost_a, at), f"{a} / {b}"))
+        if crossings:
+            xs, ys, names = zip(*crossings)
+            ax.scatter(xs, ys, marker="x", color="black", s=60, zorder=5, label="crossover")
+            for x, y, name in crossings:
+                ax.annotate(f"N={x:.3g}\n{name}", (x, y), xytext=(6, -18),
+                            textcoords="offset points", fontsize="x-small")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("number of domains N")
+        _cost_axis(ax, "y", "total cost", flops_per_hour, hours_label)
+        _finish(ax)
+    return fig
+
+
+def _pairs(costs: dict) -> list:
+    items = list(costs.items())
+    return [(items[i], items[j]) for i in range(len(items)) for j in range(i + 1, len(items))]
+
+
+def plot_winner_map(
+    df: pd.DataFrame,
+    *,
+    x: str = "pretrain_budget_flops",
+    y: str = "spec_budget_flops",
+    statuses: Sequence[str] = ("ok",),
+    flops_per_hour: float = DEFAULT_FLOPS_PER_HOUR,
+    hours_label: str = DEFAULT_HOURS_LABEL,
+) -> Figure:
+    """Which strategy wins for each (pretraining budget, specialization budget) cell.
+
+    Cells come from :func:`experiments.frontier.winner_map` (budgets are ceilings) and are
+    coloured by the winning strategy, labelled with its macro perplexity; grey cells have no
+    config that fits. The axes list the measured budgets, which are log-spaced, one cell each:
+    a zero pretraining budget (``slm-is``) then still has a column.
+
+    Args:
+        df: the results table.
+        x: pretraining budget column.
+        y: specialization budget column.
+        statuses: run statuses to use.
+        flops_per_hour: FLOPs per device-hour for the secondary axes.
+        hours_label: label of the secondary axes.
+    """
+    cells = frontier.winner_map(df, x, y, statuses=statuses)
+    sizes = sorted(cells["domain_tokens"].unique())
+    fig, axes = _panels(sizes, "Best strategy per budget")
+    winners = _strategies(cells["strategy"])
+    for ax, size in zip(axes, sizes):
+        panel = cells[cells["domain_tokens"] == size]
+        xs, ys = np.sort(panel[x].unique()), np.sort(panel[y].unique())
+        image = np.empty((len(ys), len(xs), 3))
+        for _, cell in panel.iterrows():
+            i, j = np.searchsorted(ys, cell[y]), np.searchsorted(xs, cell[x])
+            won = isinstance(cell["strategy"], str)
+            image[i, j] = to_rgb(strategy_color(cell["strategy"]) if won else _EMPTY_CELL)
+            if won:
+                ax.text(j, i, f"{cell['ppl_after']:.3g}", ha="center", va="center",
+                        fontsize="small")
+        ax.imshow(image, origin="lower", aspect="auto", interpolation="nearest")
+        _budget_ticks(ax, "x", xs, _axis_name(x), flops_per_hour, hours_label)
+        _budget_ticks(ax, "y", ys, _axis_name(y), flops_per_hour, hours_label)
+    handles = [Patch(color=strategy_color(s), label=s) for s in winners]
+    if handles:
+        fig.legend(handles=handles, loc="outside right upper", title="strategy")
+    return fig
+
+
+def _budget_ticks(
+    ax: Axes, which: str, values: np.ndarray, what: str, flops_per_hour: float, hours_label: str
+) -> None:
+    """Label one cell per measured budget, in FLOPs and, on the opposite side, in hours."""
+    positions = np.arange(len(values))
+    flops = [f"{v:.2g}" for v in values]
+    hours = [f"{v / flops_per_hour:.2g}" for v in values]
+    if which == "x":
+        ax.set_xticks(positions, flops, rotation=30)
+        ax.set_xlabel(f"{what} (FLOPs)")
+        ax.secondary_xaxis("top").set(xticks=positions, xticklabels=hours, xlabel=hours_label)
+    else:
+        ax.set_yticks(positions, flops)
+        ax.set_ylabel(f"{what} (FLOPs)")
+        ax.secondary_yaxis("right").set(yticks=positions, yticklabels=hours, ylabel=hours_label)
+
+
+def save_figure(fig: Figure, stem: str | Path, *, dpi: int = 150) -> list[Path]:
+    """Write ``<stem>.png`` and ``<stem>.svg`` atomically; return their paths.
+
+    Each file is written to a temporary name beside its target and moved in place with
+    ``os.replace``, so a reader (a README build, a browser) never sees a half-written figure.
+    SVGs carry no date, so re-running a sweep leaves unchanged figures byte-identical.
+    """
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt, metadata in (("png", None), ("svg", {"Date": None})):
+        target = stem.with_name(f"{stem.name}.{fmt}")
+        temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            with open(temporary, "wb") as handle:  # plain open: permissions follow the umask
+                fig.savefig(handle, format=fmt, dpi=dpi, metadata=metadata)
+            os.replace(temporary, target)
+        finally:
+            temporary.unlink(missing_ok=True)
+        paths.append(target)
+    return paths
