@@ -1,6 +1,7 @@
 """Frontier tables on small constructed results tables whose answers are known by hand."""
 from __future__ import annotations
 
+import doctest
 import json
 import math
 
@@ -201,3 +202,14 @@ def test_winner_map_budgets_are_ceilings() -> None:
     assert cells[(1e16, 1e13)] == "slm-pn"
     assert cells[(0.0, 1e16)] == "slm-is"
     assert cells[(1e16, 1e16)] == "slm-is"
+
+
+def test_interpolate_at_without_groups() -> None:
+    df = pd.DataFrame({"budget": [1e2, 1e4], "ppl_after": [20.0, 10.0]})
+    out = frontier.interpolate_at(df, "budget", "ppl_after", [1e3], by=None)
+    assert list(out.columns) == ["budget", "ppl_after"]
+    assert out.ppl_after.iloc[0] == pytest.approx(15.0)
+
+
+def test_docstring_examples_run() -> None:
+    assert doctest.testmod(frontier).failed == 0
