@@ -16,6 +16,7 @@ Conventions, the same in every figure:
 """
 from __future__ import annotations
 
+import itertools
 import os
 import uuid
 import zlib
@@ -314,7 +315,7 @@ def plot_total_cost(
             ax.plot(n, frontier.total_cost(generic, spec, n), color=strategy_color(strategy),
                     label=strategy)
         crossings = []
-        for (a, cost_a), (b, cost_b) in _pairs(costs):
+        for (a, cost_a), (b, cost_b) in itertools.combinations(costs.items(), 2):
             at = frontier.crossover_n(cost_a, cost_b)
             if at is not None and at <= n_max:
                 crossings.append((at, frontier.total_cost(*cost_a, at), f"{a} / {b}"))
@@ -330,11 +331,6 @@ def plot_total_cost(
         _cost_axis(ax, "y", "total cost", flops_per_hour, hours_label)
         _finish(ax)
     return fig
-
-
-def _pairs(costs: dict) -> list:
-    items = list(costs.items())
-    return [(items[i], items[j]) for i in range(len(items)) for j in range(i + 1, len(items))]
 
 
 def plot_winner_map(
