@@ -170,10 +170,8 @@ def worker(study_name: str, storage: str, cache_dir: str | None = None) -> int:
     if cache_dir:
         spec.cache_dir = cache_dir
     inputs = load_plan_inputs(spec)
-    before = len(study.trials)
-    run_worker(study, Objective(spec, inputs, Path(spec.cache_dir)), spec.trials,
-               catch=_oom_errors())
-    return len(study.trials) - before
+    return run_worker(study, Objective(spec, inputs, Path(spec.cache_dir)), spec.trials,
+                      catch=_oom_errors())
 
 
 # -- results ------------------------------------------------------------------------------------

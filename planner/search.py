@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,11 +98,14 @@ def open_storage(url: str | None, out_dir: Path):
         path = url.removeprefix("journal:")
         return optuna.storages.JournalStorage(JournalFileBackend(path, JournalFileOpenLock(path)))
     try:
-        return optuna.storages.RDBStorage(
-            url, heartbeat_interval=30, grace_period=90,
-            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
-            engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
-        )
+        with warnings.catch_warnings():  # heartbeats are "experimental" but are what we need
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url, heartbeat_interval=30, grace_period=90,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=1),
+                engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
+            )
     except Exception as err:  # sqlalchemy raises many kinds; all mean "cannot use this URL"
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise SpecplanError(f"--storage {url}: cannot open the study storage ({first[:200]}); "
@@ -283,18 +287,25 @@ def settings_from_params(params: dict, name: str) -> dict:
     return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
 
 
-def run_worker(study, objective: Objective, n_trials: int, *, catch=()) -> None:
-    """Optimise until the study holds ``n_trials`` finished trials (across all workers)."""
+def run_worker(study, objective: Objective, n_trials: int, *, catch=()) -> int:
+    """Optimise until the study holds ``n_trials`` finished trials (across all workers).
+
+    Returns:
+        The number of trials this worker ran.
+    """
     import optuna
     from optuna.trial import TrialState
 
     done_states = (TrialState.COMPLETE, TrialState.PRUNED)
     if len(study.get_trials(deepcopy=False, states=done_states)) >= n_trials:
-        return
+        return 0
+    ran = []
     study.optimize(
         objective, catch=catch,
-        callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=done_states)],
+        callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=done_states),
+                   lambda study, trial: ran.append(trial.number)],
     )
+    return len(ran)
 
 
 def load_spec(study) -> PlanSpec:
