@@ -338,12 +338,7 @@ def run(obj: Ctx, strategy, generic, domains, demo, demo_domains, text_field, se
              table([{k: r[k] for k in ("domain", "ppl_before", "ppl_after", "generic_flops",
                                        "spec_flops")} for r in rows]),
              "ledger (all domains):"]
-    total = report.generic_ledger
-    from planner.cost import Ledger
-
-    combined = Ledger(list(total.entries))
-    for d in report.domains:
-        combined.extend(d.ledger)
+    combined = report.ledger()
     lines.append(ledger_text(combined))
     obj.emit({"rows": rows, "ledger": combined.to_dict()["totals"]}, "\n".join(lines))
 

@@ -180,7 +180,7 @@ def trial_row(t) -> dict:
     return {
         "trial": t.number, "state": t.state.name, "strategy": t.params.get("strategy"),
         "size": t.params.get("size"),
-        "macro_ppl": attrs.get("macro_ppl"), "generic_flops": attrs.get("generic_flops"),
+        "macro_ppl": attrs.get("macro_ppl"), "macro_ppl_before": _macro(attrs.get("ppl_before")), "generic_flops": attrs.get("generic_flops"),
         "spec_flops": attrs.get("spec_flops"), "total_flops": attrs.get("total_flops"),
         "generic_seconds": attrs.get("generic_seconds"), "spec_seconds": attrs.get("spec_seconds"),
         "artifact_reused": attrs.get("artifact_reused"), "feasible": feasible(t)
@@ -189,6 +189,13 @@ def trial_row(t) -> dict:
         "settings": json.dumps(attrs.get("settings") or settings_from_params(
             t.params, t.params.get("strategy", ""))),
     }
+
+
+def _macro(ppls: dict | None) -> float | None:
+    """exp of the mean log perplexity over domains (None when any domain has none)."""
+    if not ppls or any(v is None for v in ppls.values()):
+        return None
+    return math.exp(sum(math.log(v) for v in ppls.values()) / len(ppls))
 
 
 def finish(study, spec, inputs, out_dir: Path, checks, retried, search_seconds) -> PlanResult:
@@ -251,6 +258,7 @@ def finish(study, spec, inputs, out_dir: Path, checks, retried, search_seconds) 
         "reference_guidance": {"strategy": guided, "reason": GUIDANCE[guided],
                                "agrees": guided == name or (guided == "slm-pn"
                                                             and name == "slm-mix")},
+        "ledger": final.ledger().totals(),
         "pareto_trials": pareto,
         "model_dirs": {d.domain: d.model_dir for d in final.domains},
         "feasibility": checks,
@@ -286,7 +294,8 @@ def summary_text(frame, plan_doc: dict) -> str:
         rows.append({
             " ": "*" if name == plan_doc["strategy"] else "",
             "strategy": name, "trials": int((frame["strategy"] == name).sum()),
-            "val ppl": pick["macro_ppl"], "generic FLOPs": pick["generic_flops"],
+            "ppl before FT": pick["macro_ppl_before"], "val ppl": pick["macro_ppl"],
+            "generic FLOPs": pick["generic_flops"],
             "spec FLOPs": pick["spec_flops"], "total FLOPs": pick["total_flops"],
             "feasible": bool(pick["feasible"]), "note": pick["status"] if pick["status"] != "ok"
             else "",
@@ -296,7 +305,7 @@ def summary_text(frame, plan_doc: dict) -> str:
     for name in untried:
         reason = frame[frame["strategy"] == name]["status"].iloc[0]
         rows.append({" ": "", "strategy": name, "trials": int((frame["strategy"] == name).sum()),
-                     "val ppl": float("nan"), "generic FLOPs": float("nan"),
+                     "ppl before FT": float("nan"), "val ppl": float("nan"), "generic FLOPs": float("nan"),
                      "spec FLOPs": float("nan"), "total FLOPs": float("nan"), "feasible": False,
                      "note": reason[:60]})
     p = plan_doc
@@ -310,4 +319,6 @@ def summary_text(frame, plan_doc: dict) -> str:
     lines.append(f"reference study's guidance: {g['strategy']} ({g['reason']}); "
                  f"{'this plan agrees' if g['agrees'] else 'this plan differs at this scale'}")
     lines.append(f"model: {', '.join(p['model_dirs'].values())}")
+    lines.append("cost ledger of the chosen plan (generic shared; specialization per domain):")
+    lines.append(table([{"phase": phase, **values} for phase, values in p["ledger"].items()]))
     return "\n".join(lines)

@@ -51,6 +51,13 @@ class RunReport:
 
         return math.exp(sum(math.log(d.ppl_after) for d in self.domains) / len(self.domains))
 
+    def ledger(self) -> Ledger:
+        """The whole run's costs: the generic artifact's plus every domain's specialization."""
+        combined = Ledger(list(self.generic_ledger.entries))
+        for domain in self.domains:
+            combined.extend(domain.ledger)
+        return combined
+
     def rows(self, budgets) -> list[dict]:
         generic = self.generic_ledger.totals()["generic"]
         out = []
