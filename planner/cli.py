@@ -152,6 +152,8 @@ def data_stats(obj: Ctx, paths, text_field, seq_len, tokenizer_dir, vocab_size) 
 @click.option("--early-stopping", type=int, default=None, help="Patience in validations.")
 @click.option("--eval-every", type=int, default=50, show_default=True)
 @click.option("--seq-len", type=int, default=128, show_default=True)
+@click.option("--vocab-size", type=int, default=4096, show_default=True,
+              help="BPE vocabulary trained on the corpus when pretraining.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda[:N], mps.")
 @click.option("--precision", default="auto", show_default=True, help="auto, bf16 or fp32.")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the model.")
@@ -181,6 +183,7 @@ def train(ctx, config_path, **opts) -> None:
         if opts["budget"] else None,
         steps=opts["steps"], tokens=parse_count(opts["tokens"], "--tokens") if opts["tokens"] else None,
         early_stopping=opts["early_stopping"], out_dir=out, seq_len=opts["seq_len"],
+        vocab_size=opts["vocab_size"],
         lr=opts["lr"], batch_size=opts["batch_size"], grad_accum=opts["grad_accum"],
         eval_every=opts["eval_every"], device=opts["device"], precision=opts["precision"],
         compile=opts["compile_"], seed=opts["seed"],
