@@ -183,6 +183,7 @@ def trial_row(t) -> dict:
         "macro_ppl": attrs.get("macro_ppl"), "macro_ppl_before": _macro(attrs.get("ppl_before")), "generic_flops": attrs.get("generic_flops"),
         "spec_flops": attrs.get("spec_flops"), "total_flops": attrs.get("total_flops"),
         "generic_seconds": attrs.get("generic_seconds"), "spec_seconds": attrs.get("spec_seconds"),
+        "train_seconds": attrs.get("train_seconds"),
         "artifact_reused": attrs.get("artifact_reused"), "feasible": feasible(t)
         if t.state.name == "COMPLETE" else False,
         "status": attrs.get("status") or attrs.get("rejected") or attrs.get("failure") or "",

@@ -234,7 +234,10 @@ class Objective:
             trial.set_user_attr("rejected", str(err))
             raise optuna.TrialPruned(f"rejected before compute: {err}") from None
         trial.set_user_attr("estimate", estimate.to_dict())
-        report_ = run_strategy(name, settings, ws, self.inputs.domains)
+        try:
+            report_ = run_strategy(name, settings, ws, self.inputs.domains)
+        finally:  # compute spent by this trial, pruned or not (reused artifacts cost 0 s here)
+            trial.set_user_attr("train_seconds", sum(e.seconds for e in ws.ledger.entries))
         return self.record(trial, report_, estimate, status)
 
     def record(self, trial, report, estimate, status):
