@@ -11,7 +11,7 @@ from planner.runner import run_strategy
 from planner.train import evaluate_loss
 from strategies import get_strategy
 from strategies.projected import (
-    ClusterBatches, HistogramBatches, ProjectedNetwork, load_network, materialise,
+    ClusterBatches, HistogramBatches, ProjectedNetwork, histogram_loss, load_network, materialise,
     materialise_flops, projected_train_flops_per_token, routed_loss,
 )
 from tests.conftest import make_workspace
@@ -207,6 +207,10 @@ def test_hn_runs_end_to_end(tiny_inputs, tmp_path):
     report = run_strategy("slm-hn", {"k": 3, "h": 2, "m": 4}, ws,
                           {"code": tiny_inputs.domains["code"]})
     result = report.domains[0]
+    fresh = ProjectedNetwork("hn", ws.shape(ws.small), k=3, m=4, h=2, seed=ws.train.seed)
+    loss = histogram_loss(ws.clustering(3).generic_histogram())
+    before = evaluate_loss(fresh, ws.generic.valid.ids[: ws.train.eval_windows], loss_fn=loss)
+    assert report.ppl_generic < perplexity(before) / 2  # pretraining lowered generic loss
     assert sum(result.notes["histogram"]) == pytest.approx(1.0, abs=1e-3)
     assert result.ppl_after < result.ppl_before
     assert report.generic_ledger.totals()["generic"]["flops"] <= ws.budgets.pretrain_flops
