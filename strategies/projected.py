@@ -1,4 +1,8 @@
-"""Projected networks (``slm-pn``, v2 §2.5) and histogram hyper-networks (``slm-hn``, §2.7).
+"""Projected networks (``slm-pn``, v2 §2.5) and histogram hyper-networks (``slm-hn``).
+
+``slm-hn`` follows Soup-of-Experts (Ablin et al. 2025; paper-notes §2.7): the member is chosen by
+a cluster histogram, so a domain spread over several clusters (the case where ``slm-pn`` and
+``slm-mix`` do not beat ``slm``, paper-notes §2.6) gets a model of its own mixture.
 
 Both pretrain one large, cluster-conditioned network whose every forward pass runs a model of the
 deployed size, so any of its members can be written out in closed form as a plain ``slm``-shaped
@@ -88,6 +92,9 @@ def projected_train_flops_per_token(
         coefficient_flops: FLOPs of computing every layer's coefficients once
             (:meth:`ExpertCoefficients.flops`, :meth:`HistogramCoefficients.flops`).
         tokens_per_batch: tokens of one micro-batch (``batch_size * seq_len``).
+
+    Under data parallelism every process builds the weights for its shard of the micro-batch,
+    which this count (like the ledger) includes once.
     """
     per_batch = 3.0 * materialise_flops(shape, h, coefficient_flops)
     return shape.train_flops_per_token() + per_batch / tokens_per_batch
@@ -98,6 +105,8 @@ def check_expert(expert: Any, k: int) -> int:
     """An expert id as an int in [0, k); a user-facing error otherwise."""
     try:
         value = int(expert)
+        if value != expert:
+            raise ValueError(expert)
     except (TypeError, ValueError, RuntimeError):
         raise SpecplanError(
             f"expert {expert!r} is not an integer id; give one in [0, {k})"
@@ -189,9 +198,10 @@ class ExpertCoefficients(nn.Module):
 class HistogramCoefficients(nn.Module):
     """``slm-hn``: ``alpha_l = base_l + MLP(p)_l`` for a cluster histogram p (Soup-of-Experts).
 
-    The MLP is ``k -> m (GELU) -> L*h``. Its output layer starts at zero and ``base_l`` at unit
-    norm, so every histogram starts as the same normally initialised model and the histogram's
-    influence is learnt.
+    The MLP is ``k -> m (GELU) -> L*h``. ``T @ base_l`` plays the part of Soup-of-Experts'
+    shared parameters. The MLP's output layer starts at zero and ``base_l`` at unit norm, so every
+    histogram starts as the same normally initialised model and the histogram's influence is
+    learnt.
     """
 
     kind: ClassVar[str] = "hn"
