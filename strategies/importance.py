@@ -89,6 +89,44 @@ def _steps_cap(steps: int, one_step: float) -> float:
     return (steps + 0.5) * one_step
 
 
+def dsir_window_stream(
+    generic, domain_texts: list[str], n_draws: int, *, seed: int, work_dir: Path
+) -> tuple[Resample, int]:
+    """DSIR-ranked generic documents mapped to their train windows: ``n_draws`` of them, shuffled.
+
+    DSIR draws documents without replacement, so the stream holds distinct windows, those of the
+    top-ranked documents; when the budget reads more windows than the generic train split has, it
+    holds them all and the engine wraps around it (epochs). The shuffle (seeded) makes batches
+    i.i.d. draws from the selection rather than runs of one document.
+
+    Args:
+        generic: the generic ``CorpusSplits``; its train windows must carry ``text_span``.
+        domain_texts: the domain's train text (DSIR's target distribution).
+        n_draws: windows the training will read.
+        seed: seed of DSIR's draw and of the shuffle.
+        work_dir: where DSIR writes its temporary files.
+
+    Returns:
+        (the stream, the number of top-ranked documents it covers).
+    """
+    span = generic.train.text_span
+    if span is None:
+        raise SpecplanError(
+            "DSIR resampler: the generic windows carry no text spans, so documents cannot be "
+            "mapped to windows; prepare the generic corpus again (clear its cache folder)"
+        )
+    texts = generic.texts["train"]
+    ranked = dsir_resample(texts, domain_texts, len(texts), seed=seed, work_dir=work_dir)
+    windows, source = windows_of_documents(span, ranked.indices)
+    windows, source = windows[:n_draws], source[:n_draws]  # (<= n_draws,)
+    gen = torch.Generator().manual_seed(seed)
+    order = windows[torch.randperm(windows.numel(), generator=gen)]
+    stream = Resample(indices=order, effective_sample_size=ranked.effective_sample_size,
+                      distinct=int(order.numel()), unreachable_mass=0.0,
+                      histogram=ranked.histogram)
+    return stream, int(source.max()) + 1 if source.numel() else 0
+
+
 @register
 class ImportanceSamplingStrategy(Strategy):
     """``slm-is``: train a fresh deployed-size model on generic data resampled towards the domain.
@@ -155,7 +193,11 @@ class ImportanceSamplingStrategy(Strategy):
                                            seed=ws.train.seed)
             extra = {"ess_unit": "generic windows"}
         else:
-            stream, extra = self._dsir_stream(domain, n_draws, ws)
+            stream, selected = dsir_window_stream(
+                ws.generic, domain.texts["train"], n_draws, seed=ws.train.seed,
+                work_dir=ws.cache_dir / "dsir",
+            )
+            extra = {"ess_unit": "generic documents", "documents_selected": selected}
         labels = clustering.generic_assignments[stream.indices]  # (n_draws,)
         stream_hist = torch.bincount(labels, minlength=settings.k).double() / labels.numel()
 
@@ -184,29 +226,3 @@ class ImportanceSamplingStrategy(Strategy):
             "fine_tune_steps": tuned.steps, "stopped": tuned.stopped,
         }
         return Specialized(model, ws.ledger, before, tuned.history, notes)
-
-    def _dsir_stream(self, domain, n_draws: int, ws) -> tuple[Resample, dict]:
-        """DSIR-ranked generic documents mapped to their windows, ``n_draws`` of them, shuffled.
-
-        DSIR draws documents without replacement, so the stream holds distinct windows; when the
-        budget reads more windows than the generic train split has, it holds them all and the
-        engine wraps around it (epochs).
-        """
-        span = ws.generic.train.text_span
-        if span is None:
-            raise SpecplanError(
-                f"{self.name}: the generic windows carry no text spans, so DSIR's documents cannot "
-                f"be mapped to windows; prepare the generic corpus again (clear its cache folder)"
-            )
-        texts = ws.generic.texts["train"]
-        ranked = dsir_resample(texts, domain.texts["train"], len(texts), seed=ws.train.seed,
-                               work_dir=ws.cache_dir / "dsir")
-        windows, source = windows_of_documents(span, ranked.indices)
-        windows, source = windows[:n_draws], source[:n_draws]  # (<= n_draws,)
-        gen = torch.Generator().manual_seed(ws.train.seed)
-        order = windows[torch.randperm(windows.numel(), generator=gen)]
-        stream = Resample(indices=order, effective_sample_size=ranked.effective_sample_size,
-                          distinct=int(order.numel()), unreachable_mass=0.0,
-                          histogram=ranked.histogram)
-        selected = int(source.max()) + 1 if source.numel() else 0
-        return stream, {"ess_unit": "generic documents", "documents_selected": selected}
