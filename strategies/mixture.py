@@ -109,7 +109,8 @@ class MixtureOfExpertsStrategy(Strategy):
             spec = k * steps_within(ws.budgets.spec_flops / k, shape, ws) * one_step
             min_spec = k * one_step
         else:
-            selection = self.selection_flops(settings, ws, self.selection_windows(ws))
+            selection = (self.selection_flops(settings, ws, self.selection_windows(ws))
+                         if settings.select == "loss" else 0.0)
             spec = selection + steps_within(ws.budgets.spec_flops - selection, shape, ws) * one_step
             min_spec = selection + one_step
         return CostEstimate(
@@ -137,8 +138,6 @@ class MixtureOfExpertsStrategy(Strategy):
 
     def selection_flops(self, settings, ws, windows: int) -> float:
         """Forward FLOPs of the ``loss`` rule: every expert reads ``windows`` windows once."""
-        if settings.select != "loss":
-            return 0.0
         shape = ws.shape(ws.small)
         return settings.k * windows * ws.seq_len * shape.forward_flops_per_token()
 

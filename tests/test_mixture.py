@@ -159,6 +159,31 @@ def test_loss_rule_picks_a_constructed_better_expert_and_pays_for_it(tiny_inputs
     assert spec.loss_before < evaluate_loss(shape.build(seed=0), law.valid.ids) - 0.5
 
 
+def test_estimates_price_each_selection_rule(tiny_inputs, tmp_path, warm_clusters):
+    ws = workspace(tiny_inputs, tmp_path, warm_clusters, spec_steps=40)
+    strategy = get_strategy("slm-mix")
+    shape = ws.shape(ws.small)
+    one_step = step_flops(shape, ws)
+    est = {rule: strategy.estimate(strategy.settings({"k": K, "select": rule}), ws)
+           for rule in ("frequent", "loss", "all")}
+    assert est["frequent"].spec_flops == pytest.approx(40 * one_step)
+    assert est["frequent"].min_spec_flops == pytest.approx(one_step)
+    # loss: every expert reads eval_windows train windows once; fine-tuning gets the rest.
+    selection = K * ws.train.eval_windows * ws.seq_len * shape.forward_flops_per_token()
+    assert est["loss"].min_spec_flops == pytest.approx(selection + one_step)
+    assert est["loss"].spec_flops <= ws.budgets.spec_flops
+    assert est["loss"].spec_flops > ws.budgets.spec_flops - one_step
+    # all: K fine-tunes, each on a K-th of the budget.
+    assert est["all"].spec_flops == pytest.approx(K * (40 // K) * one_step)
+    assert est["all"].min_spec_flops == pytest.approx(K * one_step)
+    assert len({e.generic_flops for e in est.values()}) == 1  # one artifact for every rule
+    # Without eval_windows the loss rule is priced by the domain data size, the others need none.
+    ws.train = dataclasses.replace(ws.train, eval_windows=None)
+    assert strategy.estimate(strategy.settings({"k": K}), ws).spec_flops > 0
+    with pytest.raises(SpecplanError, match="can be priced"):
+        strategy.estimate(strategy.settings({"k": K, "select": "loss"}), ws)
+
+
 def test_k_too_large_fails_before_any_training(tiny_inputs, tmp_path, warm_clusters):
     ws = workspace(tiny_inputs, tmp_path, warm_clusters)
     law = {"law": tiny_inputs.domains["law"]}
