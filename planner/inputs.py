@@ -14,6 +14,8 @@ from planner.data import (
 from planner.errors import SpecplanError
 from planner.io import content_hash
 
+# Bumped whenever the saved corpus format changes, so old caches are never misread.
+CORPUS_FORMAT = "corpus-v2"
 DEMO_SEQ_LEN = 128
 DEMO_VOCAB = 4096
 
@@ -31,7 +33,8 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 def prepared(docs: Documents, tokenizer, *, seq_len: int, cache_dir: Path) -> CorpusSplits:
     """``prepare_corpus`` with a cache keyed by content, tokenizer and window length."""
-    key = content_hash(docs.name, *docs.texts, tokenizer_fingerprint(tokenizer), str(seq_len))
+    key = content_hash(CORPUS_FORMAT, docs.name, *docs.texts, tokenizer_fingerprint(tokenizer),
+                       str(seq_len))
     folder = Path(cache_dir) / "corpora" / f"{docs.name}-{key}"
     if (folder / "meta.json").exists():
         return CorpusSplits.load(folder)
