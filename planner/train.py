@@ -106,17 +106,26 @@ class WindowSampler:
         if len(self.ids) == 0:
             raise SpecplanError("no training windows: the corpus is smaller than one window")
 
+    def _perm(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._perms:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            # keep the last two epochs: a batch straddling a boundary reads both
+            self._perms = {e: p for e, p in self._perms.items() if e == epoch - 1}
+            self._perms[epoch] = torch.randperm(len(self.ids), generator=gen)
+        return self._perms[epoch]
+
     def _stream(self, position: torch.Tensor) -> torch.Tensor:
         if self.order is not None:
             return self.order[position % len(self.order)]
         n = len(self.ids)
-        epochs = (position // n).tolist()
+        epochs, offsets = position // n, position % n
+        first, last = int(epochs[0]), int(epochs[-1])  # positions are consecutive
+        if first == last:
+            return self._perm(first)[offsets]
         out = torch.empty_like(position)
-        for i, (epoch, pos) in enumerate(zip(epochs, (position % n).tolist())):
-            if epoch not in self._perms:
-                gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-                self._perms = {epoch: torch.randperm(n, generator=gen)}
-            out[i] = self._perms[epoch][pos]
+        for epoch in range(first, last + 1):
+            mask = epochs == epoch
+            out[mask] = self._perm(epoch)[offsets[mask]]
         return out
 
     def batch(self, step: int, micro: int) -> torch.Tensor:
@@ -127,11 +136,16 @@ class WindowSampler:
 
 # -- losses -------------------------------------------------------------------------------------
 def lm_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
-    """Mean next-token cross-entropy over a batch of windows."""
+    """Mean next-token cross-entropy over a batch of windows.
+
+    The last position has no target: it is masked with ``ignore_index`` rather than sliced off,
+    which would copy the (B, T, V) logits forward and zero-fill and copy them again backward.
+    """
     ids = batch["input_ids"] if isinstance(batch, dict) else batch
     logits = model(input_ids=ids).logits  # (B, T, V)
+    targets = F.pad(ids[:, 1:], (0, 1), value=-100)
     return F.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.size(-1)).float(), ids[:, 1:].reshape(-1)
+        logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-100
     )
 
 
@@ -340,13 +354,22 @@ def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer) -> dict:
 
 # -- the loop -----------------------------------------------------------------------------------
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW with weight decay on matrices only (norms and gains are not decayed)."""
+    """AdamW with weight decay on matrices only (norms and gains are not decayed).
+
+    The fused kernel where torch has one (CPU and CUDA floating-point parameters): one pass per
+    step instead of a chain of small per-parameter ops (torch's default on CPU).
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
+    if params and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params):
+        try:
+            return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True)
+        except RuntimeError:  # an older torch without the CPU kernel
+            pass
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
 
 
@@ -422,7 +445,7 @@ def train(
             lr = cfg.lr_at(step, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            running = 0.0
+            running = torch.zeros((), device=device)  # summed on device: no sync per micro-batch
             for micro in range(cfg.grad_accum):
                 batch = _to_device(_shard(source.batch(step, micro), rank, world), device)
                 sync = micro == cfg.grad_accum - 1 or not distributed
@@ -431,7 +454,7 @@ def train(
                     loss = loss_fn(step_model, batch) / cfg.grad_accum
                 with ctx:
                     loss.backward()
-                running += loss.item()
+                running += loss.detach().float()
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
@@ -476,7 +499,7 @@ def train(
         steps=step, tokens=step * tokens_per_step, flops=step * tokens_per_step * flops_per_token,
         seconds=seconds, stopped=stopped, history=history,
         best_val_loss=best[0] if best[1] is not None else None, best_step=best[1],
-        train_loss=train_loss,
+        train_loss=None if train_loss is None else train_loss.item(),
     )
 
 
