@@ -330,3 +330,21 @@ def test_staged_distillation_trains_and_charges_the_mid_size_teacher(tiny_inputs
     assert sum(spec.values()) <= ws.budgets.spec_flops
     assert report.domains[0].notes["mid-size teacher"]["size"] == "tiny"
     assert math.isfinite(report.domains[0].ppl_after)
+
+
+def test_two_teachers_are_each_specialized_charged_and_mixed(tiny_inputs, tmp_path):
+    ws = make_workspace(tiny_inputs, tmp_path, pretrain_flops=7e9, spec_flops=8e9)
+    law, _ = law_and_bio(tiny_inputs)
+    settings = {"teachers": "llm,slm", "teacher_weights": "confidence", "top_k": 16,
+                "teacher_spec_share": 0.7}
+    report = run_strategy("slm-d", settings, ws, {"law": law})
+    generic = labels(report.generic_ledger, "generic")
+    assert generic["teacher llm: llm pretraining"] > 0
+    assert generic["teacher slm: slm pretraining"] > 0
+    spec = labels(report.domains[0].ledger, "specialization")
+    for size, teacher in (("small", "llm"), ("tiny", "slm")):
+        assert spec[f"teacher {teacher}: fine-tune"] > 0
+        forward = ws.shape(size).forward_flops_per_token()
+        assert spec[f"teacher {teacher} passes"] == pytest.approx(law.train.tokens * forward)
+    assert sum(spec.values()) <= ws.budgets.spec_flops
+    assert report.domains[0].notes["distill_steps"] > 0
