@@ -83,10 +83,14 @@ def feasibility_report(spec: PlanSpec, inputs, cache_dir: Path) -> list[dict]:
                          "min_generic_flops": estimate.min_generic_flops,
                          "min_spec_flops": estimate.min_spec_flops, "reason": ""})
         except (BudgetError, SpecplanError) as err:
-            estimate = strategy.estimate(settings, ws)
+            try:
+                estimate = strategy.estimate(settings, ws)
+                minimum = (estimate.min_generic_flops, estimate.min_spec_flops)
+            except SpecplanError:  # the estimate itself refused (e.g. k > windows)
+                minimum = (math.nan, math.nan)
             rows.append({"strategy": name, "ok": False, "status": "rejected",
-                         "min_generic_flops": estimate.min_generic_flops,
-                         "min_spec_flops": estimate.min_spec_flops, "reason": str(err)})
+                         "min_generic_flops": minimum[0], "min_spec_flops": minimum[1],
+                         "reason": str(err)})
     return rows
 
 

@@ -387,6 +387,7 @@ def train(
     loss_fn: LossFn = lm_loss,
     eval_loss_fn: LossFn | None = None,
     on_eval: Callable[[int, int, float], None] | None = None,
+    start_loss: float | None = None,
 ) -> TrainResult:
     """Train ``model`` in place until a stop is reached; charge the ledger; return the history.
 
@@ -398,6 +399,8 @@ def train(
         valid: (n, T) windows for periodic validation; required for early stopping.
         on_eval: called with ``(step, tokens_seen, val_loss)`` after each validation; it may
             raise (e.g. ``optuna.TrialPruned``) to stop the run.
+        start_loss: validation loss of the weights before training; with early stopping they
+            stay a candidate, so fine-tuning never returns a model worse than it started.
 
     Early stopping (``cfg.early_stopping_patience``) restores the best validation weights, as
     fine-tuning on little domain data must (the reference study stops at the best step).
@@ -428,6 +431,8 @@ def train(
     tokens_per_step = cfg.tokens_per_step(seq_len)
     start_step, history = 0, []
     best = (math.inf, None, None)  # (loss, step, state)
+    if start_loss is not None and cfg.early_stopping_patience:
+        best = (start_loss, 0, _snapshot(model))
     checkpoint = Path(cfg.checkpoint_dir) / "last" if cfg.checkpoint_dir else None
     if cfg.resume and checkpoint and checkpoint.exists():
         meta = load_checkpoint(checkpoint, model, optimizer)
@@ -438,6 +443,7 @@ def train(
     evaluate = eval_loss_fn or loss_fn
     valid_windows = valid[: cfg.eval_windows] if valid is not None and cfg.eval_windows else valid
     stopped, bad_evals, train_loss = "budget", 0, None
+    progress = _progress(total_steps - start_step, label)
     t0 = time.perf_counter()
     step = start_step
     try:
@@ -461,6 +467,7 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             train_loss = running
             step += 1
+            progress.update()
             last = step == total_steps
             evaluating = valid_windows is not None and (step % cfg.eval_every == 0 or last)
             if evaluating:
@@ -483,6 +490,7 @@ def train(
                     stopped = "early-stopping"
                     break
     finally:
+        progress.close()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - t0
@@ -501,6 +509,16 @@ def train(
         best_val_loss=best[0] if best[1] is not None else None, best_step=best[1],
         train_loss=None if train_loss is None else train_loss.item(),
     )
+
+
+def _progress(total: int, label: str):
+    """A progress bar on stderr when it is a terminal; nothing in logs, CI or tests."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=label, unit="step", leave=False,
+                disable=not sys.stderr.isatty())
 
 
 def _snapshot(model: torch.nn.Module) -> dict:

@@ -168,5 +168,6 @@ class Workspace:
             model, source, cfg, seq_len=self.seq_len, flops_per_token=flops_per_token,
             ledger=self.ledger, phase="specialization", label=label, valid=valid,
             loss_fn=loss_fn or lm_loss, eval_loss_fn=lm_loss, on_eval=self.on_eval,
+            start_loss=before,
         )
         return before, result
