@@ -102,9 +102,7 @@ def plan(
     out_dir = Path(out_dir)
     cache_dir = Path(spec.cache_dir)
     devices = parse_gpus(gpus)
-    if gpus_per_trial != 1:
-        raise SpecplanError("--gpus-per-trial > 1 (torchrun per trial) is not supported yet; "
-                            "run one trial per GPU")
+    groups = gpu_groups(devices, gpus_per_trial)
     store = open_storage(storage, out_dir)
     inputs = inputs or load_plan_inputs(spec)
     checks = feasibility_report(spec, inputs, cache_dir)
@@ -115,8 +113,8 @@ def plan(
     study = create_study(spec, store)
     retried = recover_stale_trials(study)
     started = time.perf_counter()
-    if len(devices) > 1:
-        run_gpu_workers(study.study_name, storage or str(out_dir / "study.journal"), devices,
+    if len(groups) > 1 or gpus_per_trial > 1:
+        run_gpu_workers(study.study_name, storage or str(out_dir / "study.journal"), groups,
                         cache_dir)
     else:
         if devices:
@@ -145,22 +143,45 @@ def load_plan_inputs(spec: PlanSpec):
                        text_field=spec.text_field, tokenizer_dir=spec.tokenizer_dir, **kw)
 
 
-def run_gpu_workers(study_name: str, storage: str, devices: list[str], cache_dir: Path) -> None:
-    """One ``specplan worker`` process per GPU, pinned with CUDA_VISIBLE_DEVICES."""
+def gpu_groups(devices: list[str], per_trial: int) -> list[list[str]]:
+    """Split the devices into one group per worker; a group runs one trial at a time."""
+    if per_trial < 1:
+        raise SpecplanError(f"--gpus-per-trial {per_trial}: give 1 or more")
+    if per_trial > 1 and len(devices) < per_trial:
+        raise SpecplanError(f"--gpus-per-trial {per_trial}: only {len(devices)} GPU(s) selected; "
+                            f"lower it or select more with --gpus")
+    usable = len(devices) - len(devices) % per_trial
+    return [devices[i:i + per_trial] for i in range(0, usable, per_trial)]
+
+
+def run_gpu_workers(study_name: str, storage: str, groups: list[list[str]],
+                    cache_dir: Path) -> None:
+    """One ``specplan worker`` per GPU group, pinned with CUDA_VISIBLE_DEVICES.
+
+    A group of several GPUs runs its worker under torchrun: each trial is one DDP job.
+    """
     procs = []
-    for device in devices:
-        env = {**os.environ, "CUDA_VISIBLE_DEVICES": device}
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "planner.cli", "--cache", str(cache_dir), "worker",
-             "--study", study_name, "--storage", storage], env=env,
-        ))
+    for index, group in enumerate(groups):
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(group)}
+        worker_args = ["-m", "planner.cli", "--cache", str(cache_dir), "worker",
+                       "--study", study_name, "--storage", storage]
+        if len(group) > 1:
+            launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node",
+                        str(len(group)), "--master-port", str(29500 + index)]
+            procs.append(subprocess.Popen([*launcher, *worker_args], env=env))
+        else:
+            procs.append(subprocess.Popen([sys.executable, *worker_args], env=env))
     codes = [p.wait() for p in procs]
     if any(codes):
         raise SpecplanError(f"a GPU worker exited with status {max(codes)}; see its output above")
 
 
 def worker(study_name: str, storage: str, cache_dir: str | None = None) -> int:
-    """Join an existing study from any machine and run trials until it has enough."""
+    """Join an existing study from any machine and run trials until it has enough.
+
+    Under torchrun (``WORLD_SIZE`` > 1) the processes form one multi-GPU worker: rank 0 holds
+    the Optuna trials and every rank trains each trial's models together with DDP.
+    """
     import optuna
 
     from planner.search import load_spec
@@ -173,9 +194,41 @@ def worker(study_name: str, storage: str, cache_dir: str | None = None) -> int:
     spec = load_spec(study)
     if cache_dir:
         spec.cache_dir = cache_dir
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return distributed_worker(study, spec)
     inputs = load_plan_inputs(spec)
     return run_worker(study, Objective(spec, inputs, Path(spec.cache_dir)), spec.trials,
                       catch=_oom_errors())
+
+
+def distributed_worker(study, spec: PlanSpec) -> int:
+    """One trial at a time over all ranks: rank 0 drives the study, the others follow."""
+    import optuna
+    import torch
+    import torch.distributed as dist
+
+    from planner.search import FollowerTrial, broadcast
+
+    cuda = torch.cuda.is_available()
+    dist.init_process_group("nccl" if cuda else "gloo")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    spec.device = f"cuda:{local_rank}" if cuda else "cpu"
+    try:
+        objective = Objective(spec, load_plan_inputs(spec), Path(spec.cache_dir))
+        if dist.get_rank() == 0:
+            ran = run_worker(study, objective, spec.trials, catch=_oom_errors())
+            broadcast(None)  # tells the other ranks the study is done
+            return ran
+        while (params := broadcast(None)) is not None:
+            try:
+                objective.evaluate(FollowerTrial(), params)
+            except (optuna.TrialPruned, *_oom_errors()):
+                pass
+        return 0
+    finally:
+        dist.destroy_process_group()
 
 
 # -- results ------------------------------------------------------------------------------------

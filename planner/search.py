@@ -202,15 +202,26 @@ class Objective:
         return ws
 
     def __call__(self, trial):
+        """Sample a configuration and run it (rank 0 shares it with a multi-GPU trial's ranks)."""
+        return self.evaluate(trial, broadcast(self.sample(trial)))
+
+    def sample(self, trial) -> dict:
+        name = trial.suggest_categorical("strategy", self.spec.strategies)
+        size = trial.suggest_categorical("size", self.spec.sizes)
+        from strategies import get_strategy
+
+        settings = get_strategy(name).search_space(trial)
+        return {"strategy": name, "size": size, "settings": settings.to_dict()}
+
+    def evaluate(self, trial, params: dict):
         import optuna
 
         from planner.runner import plan_check, run_strategy
         from strategies import get_strategy
 
-        name = trial.suggest_categorical("strategy", self.spec.strategies)
-        size = trial.suggest_categorical("size", self.spec.sizes)
+        name, size = params["strategy"], params["size"]
         strategy = get_strategy(name)
-        settings = strategy.search_space(trial)
+        settings = strategy.settings(params["settings"])
         seen = {"offset": 0, "last": 0}
 
         def report(step: int, tokens: int, val_loss: float) -> None:
@@ -223,9 +234,10 @@ class Objective:
             resource = seen["offset"] + tokens
             trial.report(math.exp(min(val_loss, 50.0)), resource)
             # A strategy's default trial always finishes, so every strategy gets a full result.
-            if not trial.user_attrs.get("default") and trial.should_prune():
+            # Rank 0 decides for every rank of a multi-GPU trial.
+            if broadcast(not trial.user_attrs.get("default") and trial.should_prune()):
                 trial.set_user_attr("status", f"pruned after {resource} fine-tuning tokens")
-                raise optuna.TrialPruned(trial.user_attrs["status"])
+                raise optuna.TrialPruned(f"pruned after {resource} fine-tuning tokens")
 
         ws = self.workspace(size, on_eval=report)
         try:
@@ -256,6 +268,7 @@ class Objective:
             trial.set_constraint("inference_flops",
                                  estimate.inference_flops_per_token - cap.flops_per_token)
         trial.set_user_attr("status", status)
+        trial.set_user_attr("devices", report.ledger().devices())
         trial.set_user_attr("artifact_reused", report.artifact_reused)
         trial.set_user_attr("generic_flops", generic["flops"])
         trial.set_user_attr("generic_seconds", 0.0 if report.artifact_reused else generic["seconds"])
@@ -271,6 +284,39 @@ class Objective:
         if self.spec.frontier:
             return report.macro_ppl, total
         return report.macro_ppl
+
+
+def broadcast(value):
+    """Rank 0's value on every rank of a distributed trial; the value itself otherwise."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+class FollowerTrial:
+    """Stands in for the Optuna trial on ranks > 0 of a multi-GPU trial.
+
+    Rank 0 holds the real trial: it samples, reports and decides pruning, and broadcasts what
+    the other ranks need. Here the records are dropped.
+    """
+
+    user_attrs: dict = {}
+
+    def report(self, value: float, step: int) -> None:
+        pass
+
+    def should_prune(self) -> bool:
+        return False
+
+    def set_user_attr(self, key: str, value) -> None:
+        pass
+
+    def set_constraint(self, key: str, value: float) -> None:
+        pass
 
 
 def feasible(trial) -> bool:
@@ -303,12 +349,30 @@ def run_worker(study, objective: Objective, n_trials: int, *, catch=()) -> int:
     if len(study.get_trials(deepcopy=False, states=done_states)) >= n_trials:
         return 0
     ran = []
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one concise line per trial instead
     study.optimize(
         objective, catch=catch,
         callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=done_states),
-                   lambda study, trial: ran.append(trial.number)],
+                   lambda study, trial: ran.append(trial.number), log_trial],
     )
     return len(ran)
+
+
+def log_trial(study, trial) -> None:
+    """One line on stderr per finished trial: what ran, what it cost, how good it was."""
+    import sys
+
+    attrs, name = trial.user_attrs, trial.params.get("strategy", "?")
+    if trial.state.name == "COMPLETE":
+        what = (f"val ppl {attrs['macro_ppl']:.2f}, generic {attrs['generic_flops']:.2e} FLOPs"
+                f"{' (reused)' if attrs.get('artifact_reused') else ''}, "
+                f"spec {attrs['spec_flops']:.2e} FLOPs")
+    else:
+        what = (attrs.get("rejected") or attrs.get("status") or attrs.get("failure")
+                or trial.state.name.lower())
+    seconds = attrs.get("train_seconds")
+    took = f" [{seconds:.0f} s training]" if seconds else ""
+    print(f"trial {trial.number} {name}: {what}{took}", file=sys.stderr, flush=True)
 
 
 def load_spec(study) -> PlanSpec:

@@ -499,7 +499,7 @@ def train(
             ledger.charge(
                 phase, label=label, tokens=steps_run * tokens_per_step,
                 flops=steps_run * tokens_per_step * flops_per_token, seconds=seconds,
-                device=device_label(device),
+                device=device_label(device) + (f" x{world}" if world > 1 else ""),
             )
     if best[2] is not None and best[1] != step:
         model.load_state_dict(best[2])  # fine-tuning keeps its best validation weights

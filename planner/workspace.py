@@ -8,6 +8,7 @@ that needs an artifact that exists loads it and says so (``Artifact.reused``).
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -118,12 +119,17 @@ class Workspace:
         run_ledger, outer = Ledger(), self.ledger
         self.ledger = run_ledger
         try:
-            with atomic_dir(folder) as tmp:
-                meta = strategy.pretrain(settings, self, tmp)
-                write_json(tmp / "ledger.json", run_ledger.to_dict())
-                write_json(tmp / "meta.json", meta)
+            if _rank() == 0:
+                with atomic_dir(folder) as tmp:
+                    meta = strategy.pretrain(settings, self, tmp)
+                    write_json(tmp / "ledger.json", run_ledger.to_dict())
+                    write_json(tmp / "meta.json", meta)
+            else:  # other ranks of a multi-GPU trial train alongside rank 0, which saves
+                with tempfile.TemporaryDirectory() as tmp:
+                    meta = strategy.pretrain(settings, self, Path(tmp))
         finally:
             self.ledger = outer
+        _barrier()  # every rank reads the artifact rank 0 saved
         self.ledger.extend(run_ledger)
         return Artifact(folder, meta, run_ledger, reused=False)
 
@@ -171,3 +177,16 @@ class Workspace:
             start_loss=before,
         )
         return before, result
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()

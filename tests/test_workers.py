@@ -116,3 +116,30 @@ def test_ddp_on_cpu_matches_one_process(tmp_path):
     two = json.loads(double.stdout.strip().splitlines()[-1])
     assert len(one) == len(two) == 3
     assert two == pytest.approx(one, rel=1e-4)
+
+
+def test_multi_process_worker_runs_each_trial_as_one_ddp_job(corpus_dir, tmp_path):
+    """`--gpus-per-trial 2` on CPU: torchrun starts two ranks; rank 0 drives the study."""
+    import optuna
+
+    from planner.search import create_study, open_storage
+
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    spec = spec_for(cache, generic=str(corpus_dir / "generic.jsonl"),
+                    domains=[str(corpus_dir / "law.jsonl")], trials=2,
+                    pretrain_flops=4e9, spec_flops=1e9)
+    study = create_study(spec, open_storage(None, out))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+         "--master-port", str(free_port()), "-m", "planner.cli", "--cache", str(cache), "worker",
+         "--study", study.study_name, "--storage", str(out / "study.journal")],
+        cwd=root, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = optuna.load_study(study_name=study.study_name,
+                               storage=open_storage(None, out)).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    for t in trials:
+        assert "cpu x2" in t.user_attrs["devices"]  # both ranks trained, as one DDP job
+        assert t.user_attrs["macro_ppl"] > 1
