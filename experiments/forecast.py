@@ -46,10 +46,9 @@ smallest measured value by that factor; the user can raise the limit.
 """
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -58,10 +57,11 @@ import pandas as pd
 from experiments import laws
 from experiments.frontier import CONFIG_KEYS, sort_strategies
 from planner.cost import PROFILES, HardwareProfile, InferenceCap
-from planner.errors import BudgetError, SpecplanError
+from planner.errors import SpecplanError
 from planner.units import format_count
 
 __all__ = [
+    "CALIBRATION_STRATEGIES",
     "REFERENCE_CSV",
     "THROUGHPUT",
     "BacktestResult",
@@ -80,11 +80,8 @@ __all__ = [
 
 # -- the reference study's numbers --------------------------------------------------------------
 
-#: The published numbers (paper notes §1, §4) as a results table; see :func:`load_reference_results`.
+#: The published numbers (paper notes §1, §4) as a results table (:func:`load_reference_results`).
 REFERENCE_CSV = Path(__file__).with_name("reference_results.csv")
-
-#: The Pile macro average the study reports, used as the reference table's one domain.
-REFERENCE_DOMAIN = "pile-average"
 
 
 @dataclass(frozen=True)
@@ -446,9 +443,9 @@ def _forecast_strategy(
     sizes = ("params_inference", "generic_tokens", "spec_tokens", "domain_tokens")
     complete = rows.dropna(subset=list(sizes))
     if complete.empty:
+        why = f" ({rows['source'].iloc[0]})" if "source" in rows.columns else ""
         return StrategyForecast(name, "no-forecast", notes=[
-            f"{name}: no run has all of {list(sizes)} (for the reference table: the study did "
-            "not publish its specialization cost)"])
+            f"{name}: no run has all of {list(sizes)}{why}"])
     try:
         fit = laws.fit_law(complete, name, n_inits=_FIT_STARTS, seed=seed)
     except SpecplanError as err:
@@ -466,9 +463,10 @@ def _forecast_strategy(
                                        / complete["params_inference"]))
                        if "inference_flops_per_token" in complete.columns
                        and complete["inference_flops_per_token"].notna().any() else None)
-    if price_spec is None:
+    if price_spec is None or (price_generic is None and (complete["generic_tokens"] > 0).any()):
         return StrategyForecast(name, "no-forecast", notes=[
-            f"{name}: no run spent specialization FLOPs, so its budget cannot be priced"])
+            f"{name}: its runs record tokens without the FLOPs they cost, so the budgets "
+            "cannot be turned into tokens"])
 
     measured = np.sort(complete["params_inference"].unique().astype(float))
     cap = _cap_params(budgets.inference, price_inference)
@@ -508,12 +506,13 @@ def _forecast_strategy(
             errors.append(str(err))
             continue
         if best is None or ppl < best.ppl:
-            best = _Candidate(params, generic_tokens, spec_tokens,
-                              generic_tokens * (price_generic or 0.0) * params,
-                              spec_tokens * price_spec * params, ppl, lo, hi)
+            best = _Candidate(float(params), float(generic_tokens), float(spec_tokens),
+                              float(generic_tokens * (price_generic or 0.0) * params),
+                              float(spec_tokens * price_spec * params), ppl, lo, hi)
     if best is None:
         return StrategyForecast(name, "no-forecast", notes=[errors[0]])
-    if name != _EARLY_STOPPED and best.spec_tokens < budgets.spec_flops / (price_spec * best.params):
+    if name != _EARLY_STOPPED and best.spec_tokens < 0.99 * budgets.spec_flops / (
+            price_spec * best.params):
         notes.append(f"{name}: fine-tuning stops early, at {epochs:.3g} epochs of the domain data "
                      "(the most its runs used at this domain size); the rest of the "
                      "specialization budget is not spent")
@@ -542,7 +541,7 @@ def _from_bound(bounds: Sequence[PublishedBound], name: str, budgets,
         smallest = min(b.domain_tokens for b in bounds)
         return StrategyForecast(name, "no-forecast", notes=[
             f"{name}: the study states its quality only from {format_count(smallest)} domain "
-            "tokens up; more in-domain data cannot make it worse, less can"])
+            "tokens up, and a smaller domain set can be worse"])
     # The largest published size not above the asked one: more domain data cannot hurt.
     bound = max(usable, key=lambda b: b.domain_tokens)
     within = budgets.inference.admits(flops_per_token=bound.inference_flops_per_token,
@@ -944,13 +943,14 @@ def _levels(values: Iterable[float]) -> np.ndarray:
 
 
 def _usefulness(rung: _Rung, own: pd.DataFrame, budget_axis: str, target_budget: float,
-                target_params: float) -> float:
+                target_params: float, fitted: bool) -> float:
     """Share of a strategy's interval width that one more run is expected to remove.
 
     The largest of: the share of the log-distance to the target it closes on the budget or
     size axis (extrapolation drives the width); a new level on an axis with fewer than three
-    (the law's exponents become identifiable); or the averaging of one more run,
-    ``1 - sqrt(n / (n + 1))``.
+    (the law's exponents become identifiable; all of the width while the law cannot be fitted
+    at all, so a strategy that was started is finished before others are); or the averaging
+    of one more run, ``1 - sqrt(n / (n + 1))``.
     """
     gains = [1.0 - math.sqrt(len(own) / (len(own) + 1.0))]
     for column, value, target in ((budget_axis, _rung_budget(rung, budget_axis), target_budget),
@@ -963,7 +963,7 @@ def _usefulness(rung: _Rung, own: pd.DataFrame, budget_axis: str, target_budget:
             gains.append(1.0 if math.isinf(before) else (before - max(after, 0.0)) / before)
         levels = _levels(measured)
         if len(levels) < 3 and np.all(np.abs(levels - math.log10(value)) > 0.25):
-            gains.append(_NEW_LEVEL_GAIN)
+            gains.append(_NEW_LEVEL_GAIN if fitted else 1.0)
     return max(gains)
 
 
@@ -988,8 +988,8 @@ def calibrate(
     cache_dir: str | Path,
     strategies: Sequence[str] | None = None,
     sizes: Sequence[str] | None = None,
-    ladder_ratio: float = 4.0,
-    rungs: int = 6,
+    ladder_ratio: float = 2.0,
+    rungs: int = 8,
     min_steps: int = 20,
     batch_size: int = 16,
     device: str = "auto",
@@ -1008,18 +1008,23 @@ def calibrate(
       the inference budget; for ``llm`` the next size up, its "large" model) and at budgets
       geometrically below the target, ``target / ladder_ratio**j`` for ``j = 1..rungs`` (the
       pretraining budget; the specialization budget for strategies without pretraining, whose
-      broad training happens there). Fine-tuning strategies run at the target specialization
-      budget, which early stopping rarely spends. A candidate needs ``min_steps`` optimizer
-      steps, or it measures warm-up noise.
+      broad training happens there). Fine-tuning strategies get the target specialization
+      budget at their largest proxy size and proportionally less at smaller ones: the same
+      fine-tuning tokens, which is what the law sees. A candidate needs ``min_steps``
+      optimizer steps, or it measures warm-up noise.
+    * anchor: a strategy's first run is one within ``max_extrapolation`` of the target (the
+      final forecast refuses without one); when the planning budget cannot pay for any, the
+      calibration stops before spending anything.
     * choice: greedy by expected interval-width reduction per FLOP. A strategy's width is its
       current forecast interval at the target (relative, ``hi / lo - 1``; 1.0 while its law
       cannot be fitted, so identification runs come first). A candidate's expected reduction is
       that width times :func:`_usefulness` (closing the extrapolation gap, adding a level, or
       averaging); its cost is the estimated FLOPs (pretraining counted 0 when the artifact is
-      cached; specialization over every domain, an upper bound). Widths are refitted after
-      every run.
+      cached; specialization over every domain at its budget, an upper bound since fine-tuning
+      stops early). Widths are refitted after every run.
     * stop: when no candidate fits in what is left of ``planning_flops`` (the ledger's spend
-      is charged, not the estimate).
+      is charged, not the estimate). Strategies that got no anchor run are left out of the
+      forecast.
 
     Every run's rows are appended to ``results_path`` (CSV) as they finish; an existing file is
     read first, so a calibration can be extended later.
@@ -1087,25 +1092,30 @@ def calibrate(
 
     candidates: list[_Rung] = []
     for name, strategy in strategy_of.items():
-        if name == "llm":
+        generic = strategy.has_generic_phase
+        if name == "llm":  # its model is the large one: the next ladder size up
             pairs = sorted({(s, ladder[min(ladder.index(s) + 1, len(ladder) - 1)])
                             for s in deployed})
         else:
             pairs = [(s, ladder[-1]) for s in deployed]
-        for small, large in pairs:
-            size = large if name == "llm" else small
+        trained = [large if name == "llm" else small for small, large in pairs]
+        largest = max(params_of(size) for size in trained)
+        for (small, large), size in zip(pairs, trained):
+            params = float(params_of(size))
             for j in range(1, rungs + 1):
-                generic = strategy.has_generic_phase
-                pretrain = budgets.pretrain_flops / ladder_ratio**j if generic else 0.0
-                spec = budgets.spec_flops if generic else budgets.spec_flops / ladder_ratio**j
-                rung = _Rung(name, size, small, large, pretrain, spec, float(params_of(size)))
+                if generic:  # fine-tuning at equal tokens: a smaller proxy needs fewer FLOPs
+                    pretrain = budgets.pretrain_flops / ladder_ratio**j
+                    spec = budgets.spec_flops * params / largest
+                else:
+                    pretrain, spec = 0.0, budgets.spec_flops / ladder_ratio**j
+                rung = _Rung(name, size, small, large, pretrain, spec, params)
                 try:
                     estimate, _ = plan_check(strategy, strategy.settings(),
                                              workspace(rung, pretrain, spec))
                 except SpecplanError:
                     continue  # the rung cannot pay for this configuration
                 one_step = estimate.min_generic_flops if generic else estimate.min_spec_flops
-                if (pretrain if generic else spec) >= min_steps * one_step:
+                if _rung_budget(rung, _axis(strategy)) >= min_steps * one_step:
                     candidates.append(rung)
 
     def estimated_cost(rung: _Rung) -> float:
@@ -1117,31 +1127,45 @@ def calibrate(
         generic = 0.0 if (folder / "meta.json").exists() else estimate.generic_flops
         return generic + len(inputs.domains) * estimate.spec_flops
 
+    def near(name: str) -> float:
+        """The smallest budget a forecast at the target accepts (``max_extrapolation``)."""
+        return _target(strategy_of[name], budgets) / max_extrapolation * (1 - 1e-9)
+
+    def anchored(name: str) -> bool:
+        own = table[table["strategy"] == name] if len(table) else table
+        return bool(len(own)) and bool((own[_axis(strategy_of[name])] >= near(name)).any())
+
+    anchors = [r for r in candidates if _rung_budget(r, _axis(strategy_of[r.strategy]))
+               >= near(r.strategy) and not anchored(r.strategy)]
+    if anchors and min(estimated_cost(r) for r in anchors) > planning_flops:
+        raise SpecplanError(
+            f"calibrate: the planning budget {planning_flops:.3g} FLOPs cannot pay for one run "
+            f"within --max-extrapolation {max_extrapolation:g} of the target (the cheapest "
+            f"costs about {min(estimated_cost(r) for r in anchors):.3g}); raise "
+            "--planning-budget or --max-extrapolation")
+
     runs: list[LadderRun] = []
     spent, done = 0.0, set()
     while True:
+        widths = {name: _current_width(table, budgets, name, n_boot) for name in names}
         chosen, chosen_score, chosen_cost = None, 0.0, 0.0
-        widths = {}
-        for name in names:
-            own = table[table["strategy"] == name] if len(table) else pd.DataFrame()
-            widths[name] = _current_width(table, budgets, name, n_boot) if len(own) else (
-                _PRIOR_WIDTH, None)
         for rung in candidates:
-            if rung.key in done:
+            strategy = strategy_of[rung.strategy]
+            axis = _axis(strategy)
+            # A strategy's first run is one a forecast at the target may use; cheaper rungs,
+            # which pin the law's exponents, come after it.
+            if rung.key in done or (not anchored(rung.strategy)
+                                    and _rung_budget(rung, axis) < near(rung.strategy)):
                 continue
             cost = estimated_cost(rung)
             if cost <= 0 or cost > planning_flops - spent:
                 continue
-            width, target_params = widths[rung.strategy]
-            own = (table[table["strategy"] == rung.strategy] if len(table)
-                   else pd.DataFrame(columns=["pretrain_budget_flops", "spec_budget_flops",
-                                              "params_inference"]))
-            generic = strategy_of[rung.strategy].has_generic_phase
-            axis = "pretrain_budget_flops" if generic else "spec_budget_flops"
-            target_budget = budgets.pretrain_flops if generic else budgets.spec_flops
-            gain = width * _usefulness(rung, own, axis, target_budget,
-                                       target_params or rung.params)
-            if chosen is None or gain / cost > chosen_score:
+            own = table[table["strategy"] == rung.strategy] if len(table) else pd.DataFrame(
+                columns=[axis, "params_inference"])
+            width, target_params, fitted = widths[rung.strategy]
+            gain = width * _usefulness(rung, own, axis, _target(strategy, budgets),
+                                       target_params or rung.params, fitted)
+            if gain / cost > chosen_score:
                 chosen, chosen_score, chosen_cost = rung, gain / cost, cost
         if chosen is None:
             break
@@ -1156,7 +1180,7 @@ def calibrate(
         try:
             report = run_strategy(chosen.strategy, strategy_of[chosen.strategy].settings(), ws,
                                   inputs.domains)
-        except (BudgetError, SpecplanError) as err:
+        except SpecplanError as err:
             record.status = f"failed: {err}"
             runs.append(record)
             continue
@@ -1168,25 +1192,34 @@ def calibrate(
         runs.append(record)
         table = pd.concat([table, rows], ignore_index=True) if len(table) else rows
         _write_results(table, results_path)
-    if not runs:
+    usable = [name for name in names if anchored(name)]
+    if not usable:
         raise SpecplanError(
-            f"calibrate: no proxy run fits in the planning budget {planning_flops:.3g} FLOPs "
-            f"with at least {min_steps} steps; raise --planning-budget")
-    if not len(table):
-        raise SpecplanError("calibrate: every proxy run failed: "
-                            + "; ".join(r.status for r in runs))
+            "calibrate: no strategy has a run within --max-extrapolation "
+            f"{max_extrapolation:g} of the target ("
+            + ("; ".join(r.status for r in runs) or "none could run") + ")")
     try:
-        result = forecast(table, budgets, strategies=sorted(set(table["strategy"]) & set(names)),
-                          max_extrapolation=max_extrapolation, n_boot=n_boot, hours=hours,
-                          seed=seed)
+        result = forecast(table, budgets, strategies=usable, max_extrapolation=max_extrapolation,
+                          n_boot=n_boot, hours=hours, seed=seed)
     except SpecplanError as err:
         raise SpecplanError(f"{err} (the calibration runs are in {results_path})") from None
     return CalibrationResult(runs, planning_flops, spent, str(results_path), result)
 
 
+def _axis(strategy) -> str:
+    """The budget a strategy's ladder climbs: pretraining, or specialization for strategies
+    without pretraining (their broad training happens there)."""
+    return "pretrain_budget_flops" if strategy.has_generic_phase else "spec_budget_flops"
+
+
+def _target(strategy, budgets) -> float:
+    return budgets.pretrain_flops if strategy.has_generic_phase else budgets.spec_flops
+
+
 def _current_width(table: pd.DataFrame, budgets, name: str,
-                   n_boot: int) -> tuple[float, float | None]:
-    """(relative interval width at the target, forecast model size) of one strategy now.
+                   n_boot: int) -> tuple[float, float | None, bool]:
+    """(relative interval width at the target, forecast model size, whether the law could be
+    fitted) of one strategy now.
 
     Extrapolation is not limited here: the ladder must know how uncertain a far forecast is
     to decide where to run next. A strategy whose law cannot be fitted yet gets the prior width.
@@ -1195,7 +1228,9 @@ def _current_width(table: pd.DataFrame, budgets, name: str,
         item = forecast(table, budgets, strategies=[name], max_extrapolation=math.inf,
                         n_boot=min(n_boot, 20)).get(name)
     except SpecplanError:
-        return _PRIOR_WIDTH, None
-    if item.status != "forecast" or not math.isfinite(item.ppl_lo) or item.ppl_lo <= 0:
-        return _PRIOR_WIDTH, item.params_inference
-    return item.ppl_hi / item.ppl_lo - 1.0, item.params_inference
+        return _PRIOR_WIDTH, None, False
+    if item.status != "forecast":
+        return _PRIOR_WIDTH, item.params_inference, False
+    if not math.isfinite(item.ppl_lo) or item.ppl_lo <= 0:
+        return _PRIOR_WIDTH, item.params_inference, True
+    return max(item.ppl_hi / item.ppl_lo - 1.0, 0.0), item.params_inference, True
