@@ -47,7 +47,7 @@ def main() -> None:
     inputs = load_plan_inputs(spec)  # cached corpus preparation, outside the clock
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
-        result = plan(spec, out, gpus="none", inputs=inputs)
+        plan(spec, out, gpus="none", inputs=inputs)
         total = time.perf_counter() - start
         trials = json.loads((Path(out) / "plan.json").read_text())
         import pandas as pd

@@ -2,7 +2,6 @@
 domain, evaluate, export. The library call behind ``specplan run``, plan trials and sweeps."""
 from __future__ import annotations
 
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -23,13 +23,16 @@ import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from planner.cost import InferenceCap, Ledger
 from planner.errors import BudgetError, SpecplanError
 from planner.models import ModelShape
+
+if TYPE_CHECKING:
+    from planner.workspace import Workspace
 
 
 # -- settings -----------------------------------------------------------------------------------

@@ -76,3 +76,16 @@ def make_workspace(inputs, cache_dir, *, pretrain_flops=2e10, spec_flops=5e9, **
 def tiny_ws(tiny_inputs, tmp_path):
     """A workspace on the synthetic corpus with a fresh cache: deployed model 'tiny'."""
     return make_workspace(tiny_inputs, tmp_path / "cache")
+
+
+@pytest.fixture(scope="session")
+def warm_clusters(tiny_inputs, tmp_path_factory):
+    """A clusters cache folder holding the k=4 and k=16 clusterings, fitted once per session.
+
+    Copy it into a fresh workspace cache (``shutil.copytree``) to skip re-fitting k-means.
+    """
+    cache = tmp_path_factory.mktemp("cluster-cache")
+    ws = make_workspace(tiny_inputs, cache)
+    for k in (4, 16):
+        ws.clustering(k)
+    return cache / "clusters"

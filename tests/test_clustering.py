@@ -23,15 +23,6 @@ from planner.data import TokenWindows
 from planner.errors import SpecplanError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Run each test on one thread: the tensors are tiny, and two threads on cores shared with
-    other processes were measured 5-10x slower (OpenMP threads wait on each other)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def adjusted_rand_index(a: torch.Tensor, b: torch.Tensor) -> float:
     """Agreement of two labelings corrected for chance (1 = identical up to renaming)."""

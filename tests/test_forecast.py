@@ -192,7 +192,7 @@ def test_forecast_refuses_beyond_the_extrapolation_limit_unless_raised(reference
 
 def test_bad_input_is_one_clear_error(reference, tmp_path):
     df, _ = reference
-    with pytest.raises(SpecplanError, match="no such file"):
+    with pytest.raises(SpecplanError, match="no such results file"):
         fc.read_results(tmp_path / "missing.csv")
     with pytest.raises(SpecplanError, match="lacks column"):
         fc.forecast(df.drop(columns="spec_flops"), budgets("1h@a100", "1h@a100", None, 8e6))

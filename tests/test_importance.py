@@ -24,23 +24,6 @@ from tests.conftest import make_workspace
 IS_STEPS, FT_STEPS = 24, 6  # is_fraction 0.8 of 30 steps
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on cores shared with other processes: one thread is 5-10x faster than two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def warm_clusters(tiny_inputs, tmp_path_factory):
-    """A cache folder holding the k=4 and k=16 clusterings, fitted once for the module."""
-    cache = tmp_path_factory.mktemp("is-cache")
-    ws = make_workspace(tiny_inputs, cache)
-    for k in (4, 16):
-        ws.clustering(k)
-    return cache / "clusters"
 
 
 def workspace(tiny_inputs, tmp_path, warm_clusters, steps: float = IS_STEPS + FT_STEPS + 0.5):

@@ -19,15 +19,6 @@ from tests.conftest import make_workspace
 PN = {"k": 4, "h": 4, "m": 4}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on 2 cores shared with other jobs, OpenMP threads that spin-wait on
-    each other make these tiny matmuls 10-20x slower (measured), while one thread is not."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def pn_run(tiny_inputs, tmp_path_factory):

@@ -16,15 +16,6 @@ from planner.sampling import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Run each test on one thread: the tensors are tiny, and two threads on cores shared with
-    other processes were measured 5-10x slower (OpenMP threads wait on each other)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def test_resampled_histogram_matches_the_domain():
     gen = torch.Generator().manual_seed(0)
