@@ -247,21 +247,16 @@ def reference_bounds(reference: pd.DataFrame) -> list[PublishedBound]:
 
 
 def read_results(path: str | Path) -> pd.DataFrame:
-    """A results table from CSV or parquet (``specplan`` sweeps, plans and calibrations).
+    """A results table: a sweep folder, its parquet or CSV, or a calibration CSV.
 
     Raises:
-        SpecplanError: when the file is missing, unreadable or empty.
+        SpecplanError: when nothing readable is there, or it has no rows.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise SpecplanError(f"results table {path}: no such file; pass a results CSV/parquet "
-                            "or 'reference'")
-    try:
-        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    except (OSError, ValueError, pd.errors.ParserError) as err:
-        raise SpecplanError(f"results table {path}: cannot read it ({err})") from None
+    from experiments.sweep import read_results as read_table
+
+    df = read_table(path)
     if df.empty:
-        raise SpecplanError(f"results table {path}: no rows; run a sweep or --calibrate first")
+        raise SpecplanError(f"{path}: the results table has no rows; run a sweep or --calibrate")
     return df
 
 
@@ -766,7 +761,7 @@ def backtest(
     *,
     holdout: str = "largest",
     strategies: Sequence[str] | None = None,
-    regime_keys: Sequence[str] = ("domain_tokens",),
+    regime_keys: Sequence[str] = ("domain_tokens", "spec_budget_flops"),
     n_boot: int = 30,
     seed: int = 0,
     q: tuple[float, float] = (0.1, 0.9),
@@ -778,9 +773,12 @@ def backtest(
     where its broad training happens). The law and its bootstrap are fitted on the rest, and
     each held-out config (its runs over domains) is predicted as a macro perplexity.
 
-    Ranking: within each regime (default: a domain size), each in-budget strategy (status
-    ``ok``) is represented by its best held-out config, as a forecast would pick its best
-    settings; the predicted order is compared with the actual one.
+    Ranking: within each regime (default: a domain size and specialization budget, the
+    study's decision axes besides pretraining), each in-budget strategy (status ``ok``) is
+    represented by its best held-out config, as a forecast would pick its best settings; the
+    predicted order is compared with the actual one. (In the reference table the in-budget
+    strategies share their specialization cost per domain size, so its regimes are the three
+    domain sizes.)
 
     Args:
         results_df: the results table.
@@ -967,6 +965,36 @@ def _usefulness(rung: _Rung, own: pd.DataFrame, budget_axis: str, target_budget:
     return max(gains)
 
 
+def _runs_to_fit(n_domains: int) -> int:
+    """Runs at distinct budget levels a law needs, mirroring :mod:`experiments.laws`: one
+    offset per domain, then the budget term's amplitude (2 levels) and exponent (3 or more),
+    and more rows than free parameters. Other axes (size, domain data) are left out."""
+    levels = 1
+    while levels * n_domains <= n_domains + min(levels - 1, 2):
+        levels += 1
+    return levels
+
+
+def _completion_cost(rung: _Rung, own: pd.DataFrame, axis: str, candidates: Sequence[_Rung],
+                     costs: Mapping[tuple, float], n_domains: int) -> float:
+    """Cost of this rung plus the cheapest further rungs that make the strategy's law
+    fittable (one per missing budget level): starting a strategy that the planning budget
+    cannot finish wastes its runs. Infinite when the ladder has too few levels left."""
+    taken = [*(_levels(own[axis]) if len(own) else []), math.log10(_rung_budget(rung, axis))]
+    cheapest: dict[float, float] = {}  # the cheapest rung per free budget level
+    for other in candidates:
+        if other.strategy != rung.strategy or other.key not in costs or other.key == rung.key:
+            continue
+        level = math.log10(_rung_budget(other, axis))
+        if all(abs(level - t) > 0.25 for t in taken):
+            key = round(level, 3)
+            cheapest[key] = min(cheapest.get(key, math.inf), costs[other.key])
+    missing = _runs_to_fit(n_domains) - len(_levels(10.0 ** np.array(taken)))
+    if missing > len(cheapest):
+        return math.inf
+    return costs[rung.key] + sum(sorted(cheapest.values())[:max(missing, 0)])
+
+
 def _rung_budget(rung: _Rung, axis: str) -> float:
     return rung.pretrain_flops if axis == "pretrain_budget_flops" else rung.spec_flops
 
@@ -1021,7 +1049,10 @@ def calibrate(
       that width times :func:`_usefulness` (closing the extrapolation gap, adding a level, or
       averaging); its cost is the estimated FLOPs (pretraining counted 0 when the artifact is
       cached; specialization over every domain at its budget, an upper bound since fine-tuning
-      stops early). Widths are refitted after every run.
+      stops early). Widths are refitted after every run. While a strategy's law cannot be
+      fitted, a rung is taken only if the budget left also pays for the cheapest rungs that
+      would make it fittable (:func:`_completion_cost`): a strategy that cannot be finished is
+      not started.
     * stop: when no candidate fits in what is left of ``planning_flops`` (the ledger's spend
       is charged, not the estimate). Strategies that got no anchor run are left out of the
       forecast.
@@ -1148,6 +1179,7 @@ def calibrate(
     spent, done = 0.0, set()
     while True:
         widths = {name: _current_width(table, budgets, name, n_boot) for name in names}
+        costs = {r.key: estimated_cost(r) for r in candidates if r.key not in done}
         chosen, chosen_score, chosen_cost = None, 0.0, 0.0
         for rung in candidates:
             strategy = strategy_of[rung.strategy]
@@ -1157,12 +1189,15 @@ def calibrate(
             if rung.key in done or (not anchored(rung.strategy)
                                     and _rung_budget(rung, axis) < near(rung.strategy)):
                 continue
-            cost = estimated_cost(rung)
+            cost = costs[rung.key]
             if cost <= 0 or cost > planning_flops - spent:
                 continue
             own = table[table["strategy"] == rung.strategy] if len(table) else pd.DataFrame(
                 columns=[axis, "params_inference"])
             width, target_params, fitted = widths[rung.strategy]
+            if not fitted and _completion_cost(rung, own, axis, candidates, costs,
+                                               len(inputs.domains)) > planning_flops - spent:
+                continue  # it cannot lead to a fitted law within the planning budget
             gain = width * _usefulness(rung, own, axis, _target(strategy, budgets),
                                        target_params or rung.params, fitted)
             if gain / cost > chosen_score:

@@ -100,7 +100,8 @@ def backtest_text(result) -> str:
         "error %": f"{r['pct_error']:.2f}", "status": r["status"],
     } for r in result.configs.to_dict("records")]
     regimes = [{
-        **{k: format_count(v) if k == "domain_tokens" else v for k, v in r.items()
+        **{k: format_count(v) if k == "domain_tokens" else f"{v:.3g}" if "flops" in k else v
+           for k, v in r.items()
            if k not in ("strategies", "winner_right", "ranking_right", "regret")},
         "winner right": r["winner_right"], "ranking right": r["ranking_right"],
         "regret (ppl)": f"{r['regret']:.3g}",
@@ -147,8 +148,9 @@ def _calibration_path(cache: Path, inputs, domain_tokens: int) -> Path:
 @click.option("--domains-count", type=int, default=1, show_default=True,
               help="Domains sharing the pretraining: total = generic + N x specialization.")
 @click.option("--results", default=None, metavar="PATH|reference",
-              help="Results table (CSV/parquet of sweeps, plans, calibrations) or 'reference' "
-                   "(the study's published numbers). With --calibrate: the CSV to extend.")
+              help="Results table (a sweep folder, its parquet or CSV, a calibration CSV) or "
+                   "'reference' (the study's published numbers). With --calibrate: the CSV to "
+                   "extend.")
 @click.option("--strategies", default=None, help="Comma-separated strategies (default: all).")
 @click.option("--backtest", "backtest_results", default=None, metavar="PATH|reference",
               help="Back-test on this table: fit on smaller budgets, predict the largest.")
