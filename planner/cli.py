@@ -444,6 +444,18 @@ def parse_overrides(overrides) -> dict:
     return values
 
 
+def _register_experiment_commands() -> None:
+    """sweep, plot, report and forecast live with the experiments they drive."""
+    from experiments.commands import plot as plot_cmd, report, sweep
+    from experiments.forecast_cli import forecast_cmd
+
+    for command in (sweep, plot_cmd, report, forecast_cmd):
+        cli.add_command(command)
+
+
+_register_experiment_commands()
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit status 2."""
     try:
