@@ -17,7 +17,7 @@ Same on both sides:
   a linear warm-up then cosine decay to 10% of the peak (``cosine_with_min_lr`` on the Trainer,
   whose warm-up starts at step/warmup rather than (step+1)/warmup: immaterial for speed),
   gradient clipping at ``TrainConfig.grad_clip``, the same number of steps;
-* the torch thread count (``--threads``, checked to be unchanged after every run).
+* the torch thread count (``--threads``, default 1, checked to be unchanged after every run).
 
 What each timed region includes (wall clock around one call, model built beforehand):
 
@@ -145,8 +145,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--vocab", type=int, default=4096)
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch threads for both sides (default: torch's current setting)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads for both sides; 0 keeps torch's setting. Default 1: on a "
+                        "shared machine, more threads than free cores stall at OpenMP barriers "
+                        "and the timings become noise")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--demo", action="store_true", help="train on the demo generic corpus")
     p.add_argument("--cache", default=".cache/specplan", help="cache folder for --demo")
