@@ -508,9 +508,9 @@ def _forecast_strategy(
         return StrategyForecast(name, "no-forecast", notes=[errors[0]])
     if name != _EARLY_STOPPED and best.spec_tokens < 0.99 * budgets.spec_flops / (
             price_spec * best.params):
-        notes.append(f"{name}: fine-tuning stops early, at {epochs:.3g} epochs of the domain data "
-                     "(the most its runs used at this domain size); the rest of the "
-                     "specialization budget is not spent")
+        notes.append(f"{name}: fine-tuning is forecast at {epochs:.3g} epochs of the domain data, "
+                     "the most its runs used at this domain size (early stopping; more is not "
+                     "extrapolated); the rest of the specialization budget is not counted")
 
     extrapolation = _extrapolation(name, {
         "pretrain": (best.generic_flops, complete["generic_flops"]),
@@ -902,13 +902,15 @@ class LadderRun:
 
 @dataclass
 class CalibrationResult:
-    """The ladder that ran, what it cost, where its rows are, and the forecast from them."""
+    """The ladder that ran, what it cost, where its rows are, the forecast from them, and the
+    strategies left out of it (with why)."""
 
     runs: list[LadderRun]
     planning_flops: float
     spent_flops: float
     results_path: str
     forecast: ForecastResult
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (``specplan forecast --calibrate --json``)."""
@@ -1228,6 +1230,9 @@ def calibrate(
         table = pd.concat([table, rows], ignore_index=True) if len(table) else rows
         _write_results(table, results_path)
     usable = [name for name in names if anchored(name)]
+    skipped = {name: f"no run within --max-extrapolation {max_extrapolation:g} of the target: "
+                     "the planning budget could not pay for enough rungs to fit its law"
+               for name in names if name not in usable}
     if not usable:
         raise SpecplanError(
             "calibrate: no strategy has a run within --max-extrapolation "
@@ -1238,7 +1243,7 @@ def calibrate(
                           n_boot=n_boot, hours=hours, seed=seed)
     except SpecplanError as err:
         raise SpecplanError(f"{err} (the calibration runs are in {results_path})") from None
-    return CalibrationResult(runs, planning_flops, spent, str(results_path), result)
+    return CalibrationResult(runs, planning_flops, spent, str(results_path), result, skipped)
 
 
 def _axis(strategy) -> str:

@@ -3,7 +3,9 @@
 A thin click layer over :mod:`experiments.forecast`, in the style of ``planner.cli``: parse the
 options, call one library function, print. It lives here rather than in ``planner/cli.py`` so the
 planner does not depend on the experiments package; ``planner/cli.py`` registers it with
-``cli.add_command(forecast_cmd)``.
+``cli.add_command(forecast_cmd)`` while it is itself being imported. So this module never imports
+``planner.cli`` at import time: ``forecast_cmd`` is built on first access (PEP 562 module
+``__getattr__``), when ``planner.cli``'s option helpers exist, whichever module is imported first.
 
 Three modes:
 
@@ -18,12 +20,14 @@ from pathlib import Path
 
 import click
 
-from planner.cli import (
-    DEFAULT_CACHE, DEMO_BUDGETS, Ctx, budget_options, data_options, load_data, parse_budgets,
-    table,
-)
 from planner.errors import SpecplanError
 from planner.units import format_count
+
+
+def _table(rows: list[dict]) -> str:
+    from planner.cli import table
+
+    return table(rows)
 
 
 def _results(spec: str):
@@ -82,7 +86,7 @@ def forecast_text(result) -> str:
             axes = ", ".join(f"{axis} {factor:.3g}x" for axis, factor in item.extrapolation.items())
             extrapolation.append(f"  {item.strategy}: {axes}")
         notes += [f"  {note}" for note in item.notes if f"  {note}" not in notes]
-    lines = [head, table(rows), f"recommendation: {result.reason}",
+    lines = [head, _table(rows), f"recommendation: {result.reason}",
              f"extrapolation (target / largest measured; refused above "
              f"{result.max_extrapolation:g}x):", *extrapolation]
     if notes:
@@ -109,9 +113,9 @@ def backtest_text(result) -> str:
     n_regimes = len(result.regimes)
     lines = [
         "backtest: per strategy, fit on its smaller budgets and predict its largest",
-        table(configs),
+        _table(configs),
         "ranking of in-budget strategies per regime (best held-out config each):",
-        table(regimes),
+        _table(regimes),
         f"MAE {result.mae:.3g} perplexity, MAPE {result.mape:.2f}%, interval coverage "
         f"{int(result.configs['covered'].sum())}/{len(result.configs)}, best strategy right in "
         f"{int(result.regimes['winner_right'].sum()) if n_regimes else 0}/{n_regimes} regime(s), "
@@ -130,7 +134,8 @@ def calibration_text(result) -> str:
     return "\n".join([
         f"calibration ladder: spent {result.spent_flops:.3g} of {result.planning_flops:.3g} "
         f"planning FLOPs; runs appended to {result.results_path}",
-        table(rows), "", forecast_text(result.forecast)])
+        _table(rows), *(f"not calibrated: {name}: {why}" for name, why in result.skipped.items()),
+        "", forecast_text(result.forecast)])
 
 
 def _calibration_path(cache: Path, inputs, domain_tokens: int) -> Path:
@@ -143,40 +148,60 @@ def _calibration_path(cache: Path, inputs, domain_tokens: int) -> Path:
     return cache / "forecast" / f"calibration-{key}.csv"
 
 
-@click.command("forecast")
-@budget_options
-@click.option("--domains-count", type=int, default=1, show_default=True,
-              help="Domains sharing the pretraining: total = generic + N x specialization.")
-@click.option("--results", default=None, metavar="PATH|reference",
-              help="Results table (a sweep folder, its parquet or CSV, a calibration CSV) or "
-                   "'reference' (the study's published numbers). With --calibrate: the CSV to "
-                   "extend.")
-@click.option("--strategies", default=None, help="Comma-separated strategies (default: all).")
-@click.option("--backtest", "backtest_results", default=None, metavar="PATH|reference",
-              help="Back-test on this table: fit on smaller budgets, predict the largest.")
-@click.option("--calibrate", is_flag=True, help="Run a ladder of proxy runs on the data first.")
-@click.option("--planning-budget", default=None,
-              help="What --calibrate may spend: FLOPs or device time (10m@cpu).")
-@data_options
-@click.option("--sizes", default=None, help="--calibrate: proxy model sizes, e.g. tiny,small "
-              "(default: ladder sizes within the inference budget).")
-@click.option("--batch-size", type=int, default=16, show_default=True)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--embedder", default="hashed", show_default=True, help="hashed or minilm.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--max-extrapolation", type=float, default=10.0, show_default=True,
-              help="Refuse targets beyond this factor of the largest measured run, per axis.")
-@click.option("--n-boot", type=int, default=40, show_default=True,
-              help="Bootstrap refits per strategy for the intervals.")
-@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
-@click.pass_context
-def forecast_cmd(ctx: click.Context, pretrain_budget, spec_budget, inference_budget,
-                 domain_tokens, utilization, domains_count, results, strategies,
-                 backtest_results, calibrate, planning_budget, generic, domains, demo,
-                 demo_domains, text_field, seq_len, vocab_size, tokenizer_dir, sizes, batch_size,
-                 device, embedder, seed, max_extrapolation, n_boot, as_json) -> None:
-    """Forecast each strategy at budgets too large to run; recommend one."""
+def __getattr__(name: str):
+    """``forecast_cmd``, built once on first access (see the module docstring)."""
+    if name == "forecast_cmd":
+        globals()[name] = command = _build_command()
+        return command
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _build_command() -> click.Command:
+    """The click command, decorated with ``planner.cli``'s shared option helpers."""
+    from planner.cli import budget_options, data_options
+
+    @click.command("forecast")
+    @budget_options
+    @click.option("--domains-count", type=int, default=1, show_default=True,
+                  help="Domains sharing the pretraining: total = generic + N x specialization.")
+    @click.option("--results", default=None, metavar="PATH|reference",
+                  help="Results table (a sweep folder, its parquet or CSV, a calibration CSV) or "
+                       "'reference' (the study's published numbers). With --calibrate: the CSV to "
+                       "extend.")
+    @click.option("--strategies", default=None, help="Comma-separated strategies (default: all).")
+    @click.option("--backtest", "backtest_results", default=None, metavar="PATH|reference",
+                  help="Back-test on this table: fit on smaller budgets, predict the largest.")
+    @click.option("--calibrate", is_flag=True, help="Run a ladder of proxy runs on the data first.")
+    @click.option("--planning-budget", default=None,
+                  help="What --calibrate may spend: FLOPs or device time (10m@cpu).")
+    @data_options
+    @click.option("--sizes", default=None, help="--calibrate: proxy model sizes, e.g. tiny,small "
+                  "(default: ladder sizes within the inference budget).")
+    @click.option("--batch-size", type=int, default=16, show_default=True)
+    @click.option("--device", default="auto", show_default=True)
+    @click.option("--embedder", default="hashed", show_default=True, help="hashed or minilm.")
+    @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option("--max-extrapolation", type=float, default=10.0, show_default=True,
+                  help="Refuse targets beyond this factor of the largest measured run, per axis.")
+    @click.option("--n-boot", type=int, default=40, show_default=True,
+                  help="Bootstrap refits per strategy for the intervals.")
+    @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+    @click.pass_context
+    def forecast_cmd(ctx: click.Context, **options) -> None:
+        """Forecast each strategy at budgets too large to run; recommend one."""
+        _forecast(ctx, **options)
+
+    return forecast_cmd
+
+
+def _forecast(ctx: click.Context, *, pretrain_budget, spec_budget, inference_budget,
+              domain_tokens, utilization, domains_count, results, strategies, backtest_results,
+              calibrate, planning_budget, generic, domains, demo, demo_domains, text_field,
+              seq_len, vocab_size, tokenizer_dir, sizes, batch_size, device, embedder, seed,
+              max_extrapolation, n_boot, as_json) -> None:
+    """The command's body: pick the mode, call the library, print."""
     from experiments import forecast as fc
+    from planner.cli import DEFAULT_CACHE, DEMO_BUDGETS, Ctx, load_data, parse_budgets
     from planner.cost import hardware_profile, parse_budget
 
     obj: Ctx = ctx.obj or Ctx(DEFAULT_CACHE, as_json)

@@ -205,19 +205,6 @@ def test_bad_input_is_one_clear_error(reference, tmp_path):
 
 
 # -- calibration ---------------------------------------------------------------------------------
-@pytest.fixture
-def one_torch_thread():
-    """Tiny models on a shared 2-core machine: a second intra-op thread only waits for a core
-    (measured: a 256x64 matmul took 75x longer with 2 threads under load)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.mark.usefixtures("one_torch_thread")
 def test_calibrate_runs_a_cheap_ladder_within_the_planning_budget(tiny_inputs, tmp_path):
     from planner.inputs import Inputs
 
@@ -240,7 +227,7 @@ def test_calibrate_runs_a_cheap_ladder_within_the_planning_budget(tiny_inputs, t
     assert len(table) == 2 * len(ran) and set(table["domain"]) == {"law", "bio"}
     item = result.forecast.get("slm")
     assert item.status == "forecast" and item.extrapolation["pretrain"] <= 10
-    assert result.forecast.recommendation == "slm"
+    assert result.forecast.recommendation == "slm" and result.skipped == {}
     with pytest.raises(SpecplanError, match="cannot pay for one run within"):
         fc.calibrate(inputs, target, planning_flops=1e10, results_path=tmp_path / "none.csv",
                      cache_dir=tmp_path / "fresh", strategies=["slm"], batch_size=8,
@@ -267,10 +254,8 @@ def test_ladder_knows_how_many_runs_a_law_needs():
 # -- the command ---------------------------------------------------------------------------------
 def specplan(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     """Run ``specplan ARGS`` through the console entry point; (exit code, stdout, stderr)."""
-    from experiments.forecast_cli import forecast_cmd
-    from planner import cli
+    from planner import cli  # registers forecast_cmd
 
-    cli.cli.add_command(forecast_cmd)
     monkeypatch.setattr(sys, "argv", ["specplan", *args])
     code = 0
     try:
@@ -290,6 +275,13 @@ def test_cli_refusal_is_one_line_and_exit_2(monkeypatch, capsys, tmp_path):
                               "--pretrain-budget", "10000h@a100")
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and "beyond --max-extrapolation 10" in err
+
+
+def test_cli_calibrate_without_a_planning_budget_is_refused(monkeypatch, capsys, tmp_path):
+    code, _, err = specplan(monkeypatch, capsys, "--cache", str(tmp_path), "forecast",
+                            "--calibrate", "--demo")
+    assert code == 2 and err.strip() == ("error: --calibrate needs --planning-budget (FLOPs or "
+                                         "device time, e.g. 20m@cpu)")
 
 
 def test_cli_forecast_prints_json_and_text(monkeypatch, capsys, tmp_path):
