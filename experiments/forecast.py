@@ -21,8 +21,8 @@ The law is in tokens and parameters; budgets are FLOPs. Each strategy's price of
 off its own runs, per inference parameter (``generic_flops / (generic_tokens x params_inference)``
 and the same for specialization), so the strategy's overheads come with it: a projected network
 pays about 1.6x the SLM per pretraining token (Table 2: 3.6 vs 2.2 GPUh per 1B tokens), a
-mixture's pretraining tokens are split over its experts (its law absorbs the split), the LLM's
-token costs 6x more parameters. For a candidate model size ``N``:
+mixture's pretraining tokens are split over its experts (its law absorbs the split), an LLM
+token goes through 6x the parameters (3.5x the GPU-hours). For a candidate model size ``N``:
 
 * pretraining tokens = pretraining budget / (price x N): the whole budget, since the law only
   improves with more (strategies without a generic phase have none);
@@ -43,6 +43,14 @@ specialization FLOPs spent per domain, model parameters and domain tokens. A fac
 inside the data (or below it). The forecast refuses (one :class:`SpecplanError` naming every
 strategy and axis) when a factor exceeds ``max_extrapolation``, or when a target is below the
 smallest measured value by that factor; the user can raise the limit.
+
+Recommendation
+--------------
+The lowest predicted perplexity among strategies whose chosen model fits the inference budget,
+saying when bootstrap intervals overlap. A strategy known only by a published bound (SLM-is at
+the study's scale) is recommended when its bound is below every forecast. The study's guidance
+(notes §4.6) is not coded as rules: on the reference table it follows from the numbers, which
+``tests/test_forecast.py`` checks.
 """
 from __future__ import annotations
 
@@ -853,7 +861,8 @@ def backtest(
         raise SpecplanError(
             "backtest: no strategy could be back-tested ("
             + "; ".join(f"{k}: {v}" for k, v in skipped.items())
-            + "); it needs runs at two or more budgets per strategy")
+            + "); each strategy needs three or more pretraining budgets (specialization "
+            "budgets without pretraining): two to fit its budget term, the largest to predict")
     configs = pd.DataFrame(records)
     configs["abs_error"] = (configs["predicted"] - configs["actual"]).abs()
     configs["pct_error"] = 100 * configs["abs_error"] / configs["actual"]
