@@ -25,8 +25,8 @@ def main() -> None:
     parser.add_argument("--cache", default=".cache/specplan")
     parser.add_argument("--strategies", default=None, help="comma-separated (default: all)")
     parser.add_argument("--trials", type=int, default=None)
-    parser.add_argument("--pretrain-budget", default="3e12")
-    parser.add_argument("--spec-budget", default="1e12")
+    parser.add_argument("--pretrain-budget", default=None, help="default: the demo's")
+    parser.add_argument("--spec-budget", default=None, help="default: the demo's")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -39,10 +39,11 @@ def main() -> None:
     names = args.strategies.split(",") if args.strategies else available()
     spec = PlanSpec(
         generic=None, domains=[], demo=True, demo_domains=["legal"],
-        pretrain_flops=float(args.pretrain_budget), spec_flops=float(args.spec_budget),
+        pretrain_flops=float(args.pretrain_budget or DEMO_BUDGETS["pretrain"]),
+        spec_flops=float(args.spec_budget or DEMO_BUDGETS["spec"]),
         inference=parse_inference_budget(DEMO_BUDGETS["inference"]).__dict__,
         domain_tokens=64_000, domains_count=1, strategies=names,
-        trials=args.trials or len(names) + 2, cache_dir=args.cache,
+        trials=args.trials or len(names) + 1, cache_dir=args.cache,
     )
     inputs = load_plan_inputs(spec)  # cached corpus preparation, outside the clock
     with tempfile.TemporaryDirectory() as out:

@@ -347,7 +347,7 @@ def run(obj: Ctx, strategy, generic, domains, demo, demo_domains, text_field, se
 
 
 # Demo budgets at CPU scale: minutes on 2 cores for every strategy, same regime as the study.
-DEMO_BUDGETS = {"pretrain": "3e12", "spec": "1e12", "inference": "2M"}
+DEMO_BUDGETS = {"pretrain": "2e12", "spec": "6e11", "inference": "2M"}
 
 
 @cli.command()
@@ -396,7 +396,8 @@ def plan(obj: Ctx, generic, domains, demo, demo_domains, text_field, seq_len, vo
         demo_domains=list(demo_domains) or ["legal"], pretrain_flops=budgets.pretrain_flops,
         spec_flops=budgets.spec_flops, inference=budgets.inference.__dict__,
         domain_tokens=budgets.domain_tokens or (64_000 if demo else None),
-        domains_count=domains_count, strategies=names, trials=trials or len(names) + 2,
+        domains_count=domains_count, strategies=names,
+        trials=trials or len(names) + (1 if demo else 2),  # the demo stays within minutes
         frontier=frontier, sizes=admitted_sizes(sizes, budgets, vocab_size, seq_len),
         large=large, seq_len=seq_len, vocab_size=vocab_size, text_field=text_field,
         tokenizer_dir=tokenizer_dir, batch_size=batch_size, embedder=embedder, pruner=pruner,
