@@ -277,8 +277,8 @@ def build_figures(df: pd.DataFrame, *, chosen=None) -> list[ReportFigure]:
 
 
 def make_figure(df: pd.DataFrame, kind: str, *, chosen=None) -> Figure:
-    """One figure of ``kind`` (``specplan plot``); a frontier over all domain sizes at once
-    when the table has one size, else the frontier of the largest size.
+    """One figure of ``kind`` (``specplan plot``); for ``frontier``, the largest domain size's
+    (the report draws one frontier per size).
 
     Raises:
         SpecplanError: an unknown kind, or data that cannot make that figure.

@@ -96,6 +96,16 @@ def test_conclusions_disagree_when_the_numbers_do():
     assert got[0] is True and got[5] is True
 
 
+def test_many_domains_prices_the_cheapest_shared_config_as_good_as_slm_is():
+    cheap = {size: {**row, "slm-pn": row["slm-is"] * 0.9} for size, row in PPL.items()}
+    (check,) = [c for c in conclusions.check_conclusions(results_table(table=cheap))
+                if c["conclusion"].startswith("§4.5")]
+    # pn at the small spec budget (5e10 FLOPs spent per domain) is within 5% of slm-is.
+    assert check["agrees"] is True
+    assert "slm-pn (the cheapest within 5% of slm-is's perplexity" in check["evidence"]
+    assert "N x 5e+10 vs slm-is" in check["evidence"]
+
+
 def test_conclusions_not_measured_without_the_strategies():
     got = verdicts(results_table(strategies=("slm", "slm-nopt")))
     assert got[0] is True and got[1] is True
