@@ -787,8 +787,9 @@ def _sample(ctx: SweepContext, out_dir: Path, progress: bool) -> None:
     cost-quality frontier. The study lives in ``out_dir/study.journal``; a point already in the
     results is told to the study without running again."""
     import optuna
+    from optuna.trial import TrialState
 
-    from planner.search import open_storage, recover_stale_trials, run_worker
+    from planner.search import open_storage, recover_stale_trials
     from strategies import get_strategy
 
     config = ctx.config
@@ -827,4 +828,7 @@ def _sample(ctx: SweepContext, out_dir: Path, progress: bool) -> None:
         spec_cost = float(np.mean([r["spec_flops"] for r in rows]))
         return ppl, generic + len(rows) * spec_cost
 
-    run_worker(study, objective, config.samples)
+    done = (TrialState.COMPLETE, TrialState.PRUNED)  # counted across workers sharing the study
+    if len(study.get_trials(deepcopy=False, states=done)) < config.samples:
+        study.optimize(objective, callbacks=[optuna.study.MaxTrialsCallback(config.samples,
+                                                                             states=done)])
