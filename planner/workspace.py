@@ -162,7 +162,10 @@ class Workspace:
         from planner.train import lm_loss
 
         valid = domain.valid.ids
-        before = evaluate_loss(model, valid[: self.train.eval_windows or None])
+        subset = valid[: self.train.eval_windows or None]  # what the engine validates on
+        start = evaluate_loss(model, subset)
+        # Reported on the whole split, like the perplexity after fine-tuning.
+        before = start if len(subset) == len(valid) else evaluate_loss(model, valid)
         steps_per_epoch = max(1, domain.train.n // self.train.batch_size)
         cfg = self.train_config(
             lr=settings.ft_lr, max_flops=max_flops, warmup_steps=min(10, steps_per_epoch),
@@ -174,7 +177,7 @@ class Workspace:
             model, source, cfg, seq_len=self.seq_len, flops_per_token=flops_per_token,
             ledger=self.ledger, phase="specialization", label=label, valid=valid,
             loss_fn=loss_fn or lm_loss, eval_loss_fn=lm_loss, on_eval=self.on_eval,
-            start_loss=before,
+            start_loss=start,
         )
         return before, result
 
