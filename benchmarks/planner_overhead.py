@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    from planner.cli import DEMO_BUDGETS
+    from planner.cli import DEMO_BUDGETS, DEMO_DOMAIN_TOKENS
     from planner.cost import parse_inference_budget
     from planner.plan import load_plan_inputs, plan
     from planner.search import PlanSpec
@@ -42,7 +42,7 @@ def main() -> None:
         pretrain_flops=float(args.pretrain_budget or DEMO_BUDGETS["pretrain"]),
         spec_flops=float(args.spec_budget or DEMO_BUDGETS["spec"]),
         inference=parse_inference_budget(DEMO_BUDGETS["inference"]).__dict__,
-        domain_tokens=64_000, domains_count=1, strategies=names,
+        domain_tokens=DEMO_DOMAIN_TOKENS, domains_count=1, strategies=names,
         trials=args.trials or len(names) + 1, cache_dir=args.cache,
     )
     inputs = load_plan_inputs(spec)  # cached corpus preparation, outside the clock

@@ -347,7 +347,8 @@ def run(obj: Ctx, strategy, generic, domains, demo, demo_domains, text_field, se
 
 
 # Demo budgets at CPU scale: minutes on 2 cores for every strategy, same regime as the study.
-DEMO_BUDGETS = {"pretrain": "2e12", "spec": "6e11", "inference": "2M"}
+DEMO_BUDGETS = {"pretrain": "3e12", "spec": "1.5e12", "inference": "2M"}
+DEMO_DOMAIN_TOKENS = 32_000
 
 
 @cli.command()
@@ -395,7 +396,7 @@ def plan(obj: Ctx, generic, domains, demo, demo_domains, text_field, seq_len, vo
         generic=generic, domains=list(domains), demo=demo,
         demo_domains=list(demo_domains) or ["legal"], pretrain_flops=budgets.pretrain_flops,
         spec_flops=budgets.spec_flops, inference=budgets.inference.__dict__,
-        domain_tokens=budgets.domain_tokens or (64_000 if demo else None),
+        domain_tokens=budgets.domain_tokens or (DEMO_DOMAIN_TOKENS if demo else None),
         domains_count=domains_count, strategies=names,
         trials=trials or len(names) + (1 if demo else 2),  # the demo stays within minutes
         frontier=frontier, sizes=admitted_sizes(sizes, budgets, vocab_size, seq_len),

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from planner.errors import BudgetError, SpecplanError
+from planner.train import resolve_device
 from planner.io import write_json, write_text
 from planner.search import (
     Objective, PlanSpec, completed, create_study, feasible, open_storage, recover_stale_trials,
@@ -280,6 +281,7 @@ def finish(study, spec, inputs, out_dir: Path, checks, retried, search_seconds) 
     ws = objective.workspace(best.params["size"])
     final = run_strategy(name, best.user_attrs["settings"], ws, inputs.domains,
                          out_dir=out_dir / "model", evaluate_test=True)
+    speed = measure_chosen(final, ws)
     budgets = spec.budgets()
     large = ws.shape(ws.large)
     guided = reference_guidance(budgets, large.params_total, large.inference_flops_per_token())
@@ -317,6 +319,7 @@ def finish(study, spec, inputs, out_dir: Path, checks, retried, search_seconds) 
                                "agrees": guided == name or (guided == "slm-pn"
                                                             and name == "slm-mix")},
         "ledger": final.ledger().totals(),
+        "inference_speed": speed,
         "pareto_trials": pareto,
         "model_dirs": {d.domain: d.model_dir for d in final.domains},
         "feasibility": checks,
@@ -326,6 +329,19 @@ def finish(study, spec, inputs, out_dir: Path, checks, retried, search_seconds) 
     }
     write_json(out_dir / "plan.json", plan_doc)
     return PlanResult(out_dir, plan_doc, summary_text(frame, plan_doc))
+
+
+def measure_chosen(report, ws) -> dict:
+    """Throughput and latency of the chosen model, charged to the run's inference phase."""
+    from planner.evaluate import measure_inference
+    from strategies.base import load_model
+
+    result = report.domains[0]
+    model = load_model(Path(result.model_dir)).to(resolve_device(ws.train.device))
+    model.config.use_cache = True
+    speed = measure_inference(model, flops_per_token=report.estimate.inference_flops_per_token,
+                              ledger=result.ledger)
+    return speed.__dict__
 
 
 def why_text(best, runner_up, n_domains: int) -> str:
@@ -377,6 +393,9 @@ def summary_text(frame, plan_doc: dict) -> str:
     lines.append(f"reference study's guidance: {g['strategy']} ({g['reason']}); "
                  f"{'this plan agrees' if g['agrees'] else 'this plan differs at this scale'}")
     lines.append(f"model: {', '.join(p['model_dirs'].values())}")
+    speed = p["inference_speed"]
+    lines.append(f"inference: {speed['tokens_per_second']:.0f} tokens/s (batch "
+                 f"{speed['batch_size']}), {speed['latency_ms_per_token']:.2f} ms/token (batch 1)")
     lines.append("cost ledger of the chosen plan (generic shared; specialization per domain):")
     lines.append(table([{"phase": phase, **values} for phase, values in p["ledger"].items()]))
     return "\n".join(lines)

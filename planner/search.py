@@ -138,6 +138,8 @@ def recover_stale_trials(study) -> list[int]:
 def create_study(spec: PlanSpec, storage):
     import optuna
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # specplan prints a line per trial
+
     kwargs = dict(study_name=spec.study_name(), storage=storage, load_if_exists=True,
                   sampler=optuna.samplers.TPESampler(seed=spec.seed))
     if spec.frontier:
@@ -349,7 +351,6 @@ def run_worker(study, objective: Objective, n_trials: int, *, catch=()) -> int:
     if len(study.get_trials(deepcopy=False, states=done_states)) >= n_trials:
         return 0
     ran = []
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one concise line per trial instead
     study.optimize(
         objective, catch=catch,
         callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=done_states),
