@@ -101,7 +101,6 @@ def finished(out):
     return study.get_trials(deepcopy=False)
 
 
-@pytest.mark.slow
 def test_sigkill_then_rerun_keeps_finished_trials(corpus_dir, tmp_path):
     out, cache = tmp_path / "out", tmp_path / "cache"
     proc = cli(*plan_args(corpus_dir, out), cache=cache)
