@@ -370,7 +370,7 @@ def log_trial(study, trial) -> None:
                 f"spec {attrs['spec_flops']:.2e} FLOPs")
     else:
         what = (attrs.get("rejected") or attrs.get("status") or attrs.get("failure")
-                or trial.state.name.lower())
+                or trial.system_attrs.get("fail_reason") or trial.state.name.lower())
     seconds = attrs.get("train_seconds")
     took = f" [{seconds:.0f} s training]" if seconds else ""
     print(f"trial {trial.number} {name}: {what}{took}", file=sys.stderr, flush=True)

@@ -139,3 +139,52 @@ def test_cli_plan_errors_are_one_line(corpus_dir, tmp_path):
     assert proc.returncode == 2
     assert stderr.strip().count("\n") == 0 and "missing.jsonl" in stderr
     assert "Traceback" not in stderr
+
+
+def test_frontier_mode_returns_the_pareto_set(tiny_inputs, tmp_path):
+    from planner.plan import plan
+
+    inputs = type(tiny_inputs)(tiny_inputs.generic, {"law": tiny_inputs.domains["law"]},
+                               tiny_inputs.tokenizer)
+    result = plan(spec_for(tmp_path / "cache", frontier=True, trials=2), tmp_path / "out",
+                  inputs=inputs)
+    pareto = result.plan["pareto_trials"]
+    assert pareto  # non-dominated in (perplexity, total cost)
+    import pandas as pd
+
+    trials = pd.read_csv(tmp_path / "out" / "trials.csv").set_index("trial")
+    for number in pareto:
+        others = trials.drop(index=number)
+        me = trials.loc[number]
+        dominated = ((others["macro_ppl"] <= me["macro_ppl"])
+                     & (others["total_flops"] <= me["total_flops"])
+                     & ((others["macro_ppl"] < me["macro_ppl"])
+                        | (others["total_flops"] < me["total_flops"])))
+        assert not dominated.any()
+
+
+def test_out_of_memory_trial_fails_with_reason_and_study_goes_on(tiny_inputs, tmp_path,
+                                                                 monkeypatch):
+    import torch
+
+    import planner.runner
+    from planner.plan import plan
+
+    real = planner.runner.run_strategy
+
+    def run(name, *args, **kwargs):
+        if name == "slm-nopt":
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(planner.runner, "run_strategy", run)
+    inputs = type(tiny_inputs)(tiny_inputs.generic, {"law": tiny_inputs.domains["law"]},
+                               tiny_inputs.tokenizer)
+    result = plan(spec_for(tmp_path / "cache", trials=2), tmp_path / "out", inputs=inputs)
+    assert result.plan["strategy"] == "slm"
+    import pandas as pd
+
+    trials = pd.read_csv(tmp_path / "out" / "trials.csv")
+    failed = trials[trials["state"] == "FAIL"]
+    assert len(failed) >= 1 and (failed["strategy"] == "slm-nopt").all()
+    assert failed["status"].str.contains("out of memory").all()
