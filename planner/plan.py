@@ -34,6 +34,10 @@ GUIDANCE = {
 }
 
 
+# The study groups projected networks with hard mixtures (v2) and hypernetworks (v1 abstract).
+GUIDANCE_FAMILY = {"llm": {"llm"}, "slm-is": {"slm-is"}, "slm-pn": {"slm-pn", "slm-mix", "slm-hn"}}
+
+
 def reference_guidance(budgets, large_params: int, large_flops: float) -> str:
     """The strategy the reference study would recommend for these budgets."""
     if budgets.inference.admits(flops_per_token=large_flops, params=large_params):
@@ -317,8 +321,7 @@ def finish(study, spec, inputs, out_dir: Path, checks, retried, search_seconds) 
                                     "validation_macro": runner_up.user_attrs["macro_ppl"],
                                     "total_flops": runner_up.user_attrs["total_flops"]},
         "reference_guidance": {"strategy": guided, "reason": GUIDANCE[guided],
-                               "agrees": guided == name or (guided == "slm-pn"
-                                                            and name == "slm-mix")},
+                               "agrees": name in GUIDANCE_FAMILY[guided]},
         "ledger": final.ledger().totals(),
         "inference_speed": speed,
         "pareto_trials": pareto,
