@@ -248,8 +248,7 @@ def trial_row(t) -> dict:
         "train_seconds": attrs.get("train_seconds"),
         "artifact_reused": attrs.get("artifact_reused"), "feasible": feasible(t)
         if t.state.name == "COMPLETE" else False,
-        "status": (attrs.get("status") or attrs.get("rejected") or attrs.get("failure")
-                   or t.system_attrs.get("fail_reason") or ""),
+        "status": attrs.get("status") or attrs.get("rejected") or attrs.get("failure") or "",
         "settings": json.dumps(attrs.get("settings") or settings_from_params(
             t.params, t.params.get("strategy", ""))),
     }

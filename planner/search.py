@@ -217,6 +217,7 @@ class Objective:
 
     def evaluate(self, trial, params: dict):
         import optuna
+        import torch
 
         from planner.runner import plan_check, run_strategy
         from strategies import get_strategy
@@ -250,8 +251,12 @@ class Objective:
         trial.set_user_attr("estimate", estimate.to_dict())
         try:
             report_ = run_strategy(name, settings, ws, self.inputs.domains)
+        except torch.OutOfMemoryError as err:  # the study records the trial failed, goes on
+            trial.set_user_attr("failure", f"out of memory: {str(err).splitlines()[0][:200]}")
+            raise
         finally:  # compute spent by this trial, pruned or not (reused artifacts cost 0 s here)
-            trial.set_user_attr("train_seconds", sum(e.seconds for e in ws.ledger.entries))
+            trial.set_user_attr("train_seconds", sum(
+                e.seconds for e in ws.ledger.entries if e.device != "cache"))
         return self.record(trial, report_, estimate, status)
 
     def record(self, trial, report, estimate, status):
@@ -370,7 +375,7 @@ def log_trial(study, trial) -> None:
                 f"spec {attrs['spec_flops']:.2e} FLOPs")
     else:
         what = (attrs.get("rejected") or attrs.get("status") or attrs.get("failure")
-                or trial.system_attrs.get("fail_reason") or trial.state.name.lower())
+                or trial.state.name.lower())
     seconds = attrs.get("train_seconds")
     took = f" [{seconds:.0f} s training]" if seconds else ""
     print(f"trial {trial.number} {name}: {what}{took}", file=sys.stderr, flush=True)
