@@ -55,23 +55,30 @@ def main() -> None:
 
         frame = pd.read_csv(Path(out) / "trials.csv")
     training = float(frame["train_seconds"].fillna(0).sum())
+    runs = float(frame["run_seconds"].fillna(0).sum())
     # The final run reuses the chosen trial's pretraining: only its per-domain work is new.
-    final = sum(phase["seconds"] for domain in trials["measured_cost"]["final_run"].values()
-                for phase in domain.values())
-    training += final
-    overhead = total - training
+    training += sum(phase["seconds"] for domain in trials["measured_cost"]["final_run"].values()
+                    for phase in domain.values())
+    runs += trials["final_run_seconds"]
+    planner = total - runs  # Optuna, storage, budget checks, feasibility, reports
+    strategy_side = runs - training  # clustering, evaluation, export inside strategy runs
     report = {"total_seconds": total, "training_seconds": training,
-              "overhead_seconds": overhead, "overhead_fraction": overhead / total,
+              "strategy_non_training_seconds": strategy_side, "planner_seconds": planner,
+              "planner_fraction": planner / total,
+              "outside_training_fraction": (total - training) / total,
               "trials": int(len(frame)), "torch_threads": torch.get_num_threads()}
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         print(f"plan wall time      {total:8.1f} s  ({len(frame)} trials, strategies: "
               f"{','.join(names)})")
-        print(f"training (ledger)   {training:8.1f} s  (baseline)")
-        print(f"planner overhead    {overhead:8.1f} s  = {100 * overhead / total:.1f}% of the "
-              f"total (target < 5%)")
-
+        print(f"training (ledger)      {training:8.1f} s  (baseline: the engine's own seconds)")
+        print(f"strategy work besides  {strategy_side:8.1f} s  (clustering, evaluation before/after "
+              f"fine-tuning, exports)")
+        print(f"planner overhead       {planner:8.1f} s  = {100 * planner / total:.1f}% of the "
+              f"total (search, caching, bookkeeping; target < 5%)")
+        print(f"all outside training   {total - training:8.1f} s  = "
+              f"{100 * (total - training) / total:.1f}% of the total")
 
 if __name__ == "__main__":
     main()

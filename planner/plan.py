@@ -245,7 +245,7 @@ def trial_row(t) -> dict:
         "macro_ppl": attrs.get("macro_ppl"), "macro_ppl_before": _macro(attrs.get("ppl_before")), "generic_flops": attrs.get("generic_flops"),
         "spec_flops": attrs.get("spec_flops"), "total_flops": attrs.get("total_flops"),
         "generic_seconds": attrs.get("generic_seconds"), "spec_seconds": attrs.get("spec_seconds"),
-        "train_seconds": attrs.get("train_seconds"),
+        "train_seconds": attrs.get("train_seconds"), "run_seconds": attrs.get("run_seconds"),
         "artifact_reused": attrs.get("artifact_reused"), "feasible": feasible(t)
         if t.state.name == "COMPLETE" else False,
         "status": attrs.get("status") or attrs.get("rejected") or attrs.get("failure") or "",
@@ -283,9 +283,11 @@ def finish(study, spec, inputs, out_dir: Path, checks, retried, search_seconds) 
     name = best.params["strategy"]
     objective = Objective(spec, inputs, Path(spec.cache_dir))
     ws = objective.workspace(best.params["size"])
+    started = time.perf_counter()
     final = run_strategy(name, best.user_attrs["settings"], ws, inputs.domains,
                          out_dir=out_dir / "model", evaluate_test=True)
     speed = measure_chosen(final, ws)
+    final_seconds = time.perf_counter() - started
     budgets = spec.budgets()
     large = ws.shape(ws.large)
     guided = reference_guidance(budgets, large.params_total, large.inference_flops_per_token())
@@ -328,6 +330,7 @@ def finish(study, spec, inputs, out_dir: Path, checks, retried, search_seconds) 
         "feasibility": checks,
         "retried_trials": retried,
         "search_seconds": search_seconds,
+        "final_run_seconds": final_seconds,
         "trials": len(rows),
     }
     write_json(out_dir / "plan.json", plan_doc)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -249,6 +250,7 @@ class Objective:
             trial.set_user_attr("rejected", str(err))
             raise optuna.TrialPruned(f"rejected before compute: {err}") from None
         trial.set_user_attr("estimate", estimate.to_dict())
+        started = time.perf_counter()
         try:
             report_ = run_strategy(name, settings, ws, self.inputs.domains)
         except torch.OutOfMemoryError as err:  # the study records the trial failed, goes on
@@ -257,6 +259,7 @@ class Objective:
         finally:  # compute spent by this trial, pruned or not (reused artifacts cost 0 s here)
             trial.set_user_attr("train_seconds", sum(
                 e.seconds for e in ws.ledger.entries if e.device != "cache"))
+            trial.set_user_attr("run_seconds", time.perf_counter() - started)
         return self.record(trial, report_, estimate, status)
 
     def record(self, trial, report, estimate, status):
