@@ -80,5 +80,6 @@ def main() -> None:
         print(f"all outside training   {total - training:8.1f} s  = "
               f"{100 * (total - training) / total:.1f}% of the total")
 
+
 if __name__ == "__main__":
     main()
