@@ -140,13 +140,12 @@ def run_strategy(
         device=str(resolve_device(ws.train.device)),
     )
     for domain_name, domain in domains.items():
-        outer, ws.ledger = ws.ledger, Ledger()
+        domain_ledger = Ledger()
         try:
-            spec = strategy.specialize(settings, artifact, domain, ws)
-            domain_ledger = ws.ledger
-        finally:
-            outer.extend(ws.ledger)
-            ws.ledger = outer
+            with ws.charging(domain_ledger):
+                spec = strategy.specialize(settings, artifact, domain, ws)
+        finally:  # spent compute stays on the workspace's ledger even when the run fails
+            ws.ledger.extend(domain_ledger)
         model = spec.model
         after = evaluate_loss(model, domain.valid.ids)
         test = perplexity(evaluate_loss(model, domain.test.ids)) if evaluate_test else None

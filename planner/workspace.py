@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -75,6 +76,15 @@ class Workspace:
     def decode(self, ids: list[list[int]]) -> list[str]:
         return self.tokenizer.batch_decode(ids)
 
+    @contextmanager
+    def charging(self, ledger: Ledger):
+        """Charge everything inside the block to ``ledger`` (one part's costs, kept apart)."""
+        outer, self.ledger = self.ledger, ledger
+        try:
+            yield ledger
+        finally:
+            self.ledger = outer
+
     # -- caches ---------------------------------------------------------------------------------
     def clustering(self, k: int):
         """The k-means clustering of the generic train windows (cached in memory and on disk)."""
@@ -116,9 +126,8 @@ class Workspace:
             self.ledger.charge("generic", label="reused artifact", tokens=0, flops=0.0,
                                seconds=0.0, device="cache")
             return Artifact(folder, meta, ledger, reused=True)
-        run_ledger, outer = Ledger(), self.ledger
-        self.ledger = run_ledger
-        try:
+        run_ledger = Ledger()
+        with self.charging(run_ledger):
             if _rank() == 0:
                 with atomic_dir(folder) as tmp:
                     meta = strategy.pretrain(settings, self, tmp)
@@ -127,8 +136,6 @@ class Workspace:
             else:  # other ranks of a multi-GPU trial train alongside rank 0, which saves
                 with tempfile.TemporaryDirectory() as tmp:
                     meta = strategy.pretrain(settings, self, Path(tmp))
-        finally:
-            self.ledger = outer
         _barrier()  # every rank reads the artifact rank 0 saved
         self.ledger.extend(run_ledger)
         return Artifact(folder, meta, run_ledger, reused=False)
@@ -151,9 +158,11 @@ class Workspace:
 
     def finetune(
         self, model: torch.nn.Module, domain, settings, *, flops_per_token: float,
-        max_flops: float, label: str = "fine-tune", loss_fn=None,
+        max_flops: float, label: str = "fine-tune", loss_fn=None, lr: float | None = None,
     ) -> tuple[float, TrainResult]:
         """Evaluate on the domain, then fine-tune with early stopping within ``max_flops``.
+
+        ``lr`` overrides ``settings.ft_lr`` (training from scratch uses the pretraining rate).
 
         Returns:
             (validation loss before fine-tuning, the training result; the model holds the
@@ -168,7 +177,7 @@ class Workspace:
         before = start if len(subset) == len(valid) else evaluate_loss(model, valid)
         steps_per_epoch = max(1, domain.train.n // self.train.batch_size)
         cfg = self.train_config(
-            lr=settings.ft_lr, max_flops=max_flops, warmup_steps=min(10, steps_per_epoch),
+            lr=lr or settings.ft_lr, max_flops=max_flops, warmup_steps=min(10, steps_per_epoch),
             early_stopping_patience=settings.ft_patience,
             eval_every=max(1, min(self.train.eval_every, steps_per_epoch // 2 or 1)),
         )
