@@ -107,9 +107,8 @@ class NoPretrainStrategy(Strategy):
     def specialize(self, settings, artifact: Artifact, domain, ws) -> Specialized:
         shape = ws.shape(ws.small)
         model = shape.build(seed=ws.train.seed)
-        scratch = settings.__class__(**{**settings.to_dict(), "ft_lr": settings.lr})
-        _, result = ws.finetune(
-            model, domain, scratch, flops_per_token=shape.train_flops_per_token(),
+        _, result = ws.finetune(  # from scratch: the pretraining rate, with early stopping
+            model, domain, settings, lr=settings.lr, flops_per_token=shape.train_flops_per_token(),
             max_flops=ws.budgets.spec_flops, label="training on domain data",
         )
         return Specialized(model, ws.ledger, None, result.history,
