@@ -4,8 +4,8 @@ A team with 400 A100-hours of pretraining cannot try every strategy at full scal
 answers "which strategy, with which settings, and how good" from a results table of smaller runs
 (a sweep, plan trials, calibration runs, or the reference study's published numbers):
 
-* :func:`forecast`: per strategy, fit the law of :mod:`experiments.laws` (with bootstrap
-  intervals), search the best feasible settings at the asked budgets, price them for N domains
+* :func:`forecast`: per strategy, fit the law of :mod:`experiments.laws` (with prediction
+  intervals: bootstrap, run noise and the law's measured extrapolation error), search the best feasible settings at the asked budgets, price them for N domains
   (Eq. 1: ``generic + N x specialization``) and recommend the lowest predicted perplexity within
   the inference budget. It states how far it extrapolates and refuses beyond a limit.
 * :func:`backtest`: fit on the smaller budgets of a table, predict its largest ones, report the
@@ -47,7 +47,7 @@ smallest measured value by that factor; the user can raise the limit.
 Recommendation
 --------------
 The lowest predicted perplexity among strategies whose chosen model fits the inference budget,
-saying when bootstrap intervals overlap. A strategy known only by a published bound (SLM-is at
+saying when intervals overlap. A strategy known only by a published bound (SLM-is at
 the study's scale) is recommended when its bound is below every forecast. The study's guidance
 (notes §4.6) is not coded as rules: on the reference table it follows from the numbers, which
 ``tests/test_forecast.py`` checks.
@@ -294,7 +294,8 @@ class StrategyForecast:
         generic_tokens, spec_tokens: pretraining tokens, and specialization tokens per domain.
         generic_flops, spec_flops: what they cost (specialization per domain).
         total_flops, total_hours: ``generic + N x spec`` in FLOPs and in device-hours.
-        ppl, ppl_lo, ppl_hi: predicted macro perplexity and its bootstrap interval.
+        ppl, ppl_lo, ppl_hi: predicted macro perplexity and its prediction interval
+            (:class:`experiments.laws.Uncertainty`).
         ppl_at_most: the published upper bound, for ``bound``.
         extrapolation: target / largest measured, per axis.
         notes: why a strategy is not forecast, or what to know about its forecast.
@@ -455,9 +456,9 @@ def _forecast_strategy(
         return StrategyForecast(name, "no-forecast", notes=[str(err)])
     notes = [] if fit.converged else [f"{name}: the law's fit did not converge; treat with care"]
     try:
-        boots = laws.bootstrap(complete, name, n_boot=n_boot, seed=seed, n_inits=1)
+        spread = laws.uncertainty(complete, name, fit, n_boot=n_boot, seed=seed)
     except SpecplanError as err:
-        boots = []
+        spread = None
         notes.append(f"{name}: no interval ({err})")
 
     price_generic = _price(complete, "generic_flops", "generic_tokens")
@@ -503,8 +504,8 @@ def _forecast_strategy(
                     "spec_tokens": spec_tokens, "domain_tokens": domain_tokens}
         try:
             ppl = float(fit.predict(**sizes_at))
-            lo, hi = ((float(v) for v in laws.predict_interval(boots, sizes_at, q)[1:])
-                      if boots else (float("nan"), float("nan")))
+            lo, hi = ((float(v) for v in laws.predict_interval(spread, sizes_at, q)[1:])
+                      if spread else (float("nan"), float("nan")))
         except SpecplanError as err:
             errors.append(str(err))
             continue
@@ -520,6 +521,11 @@ def _forecast_strategy(
                      "the most its runs used at this domain size (early stopping; more is not "
                      "extrapolated); the rest of the specialization budget is not counted")
 
+    best_sizes = {"generic_tokens": best.generic_tokens, "spec_tokens": best.spec_tokens,
+                  "domain_tokens": domain_tokens}
+    if spread and spread.drift is None and spread.decades(best_sizes) > 0:
+        notes.append(f"{name}: its runs have fewer than three budget levels, so the interval "
+                     "leaves out the law's own extrapolation error (it could not be measured)")
     extrapolation = _extrapolation(name, {
         "pretrain": (best.generic_flops, complete["generic_flops"]),
         "spec": (best.spec_flops, complete["spec_flops"]),
@@ -702,7 +708,7 @@ class BacktestResult:
 
     Attributes:
         configs: one row per held-out config: its keys, ``actual`` and ``predicted`` macro
-            perplexity, the bootstrap interval ``lo``/``hi``, ``abs_error``, ``pct_error``,
+            perplexity, the prediction interval ``lo``/``hi``, ``abs_error``, ``pct_error``,
             ``covered`` and ``status``.
         regimes: one row per regime (``regime_keys`` values) with at least two in-budget
             strategies: predicted and actual order, ``winner_right``, ``ranking_right`` and
@@ -778,7 +784,7 @@ def backtest(
 
     Per strategy, the held-out runs are those at its largest pretraining budget
     (``pretrain_budget_flops``; for a strategy without pretraining, ``spec_budget_flops``,
-    where its broad training happens). The law and its bootstrap are fitted on the rest, and
+    where its broad training happens). The law and its uncertainty are fitted on the rest, and
     each held-out config (its runs over domains) is predicted as a macro perplexity.
 
     Ranking: within each regime (default: a domain size and specialization budget, the
@@ -829,7 +835,7 @@ def backtest(
         train = own[~held]
         try:
             fit = laws.fit_law(train, name, n_inits=_FIT_STARTS, seed=seed)
-            boots = laws.bootstrap(train, name, n_boot=n_boot, seed=seed, n_inits=1)
+            spread = laws.uncertainty(train, name, fit, n_boot=n_boot, seed=seed)
         except SpecplanError as err:
             skipped[name] = str(err)
             continue
@@ -837,12 +843,14 @@ def backtest(
         for key, config in own[held].groupby(keys, dropna=False, sort=False):
             try:
                 point = _macro_prediction(fit, config)
-                spread = np.array([_macro_prediction(f, config) for f in boots])
+                refits = np.array([_macro_prediction(f, config) for f in spread.fits])
             except SpecplanError as err:
                 skipped.setdefault(name, str(err))
                 continue
             actual = float(np.exp(np.log(config["ppl_after"].astype(float)).mean()))
-            lo, hi = np.quantile(spread, q)
+            decades = float(np.mean(spread.decades(
+                {c: config[c].to_numpy(dtype=float) for c in laws.SIZE_COLUMNS})))
+            _, lo, hi = spread.interval(refits, decades, q)
             in_budget = "status" not in config.columns or (config["status"] == "ok").all()
             records.append({
                 **dict(zip(keys, key)), "held_out": axis, "n_fit": len(train),

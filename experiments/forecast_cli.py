@@ -64,7 +64,7 @@ def forecast_text(result) -> str:
             f"{result.spec_flops:.3g} FLOPs ({result.spec_flops / per_hour:.4g} {hours}-h) per "
             f"domain, inference {result.inference}, "
             f"{format_count(result.domain_tokens)} domain tokens, N = {result.domains_count} "
-            f"domain(s); intervals: bootstrap {lo}-{hi}%")
+            f"domain(s); prediction intervals {lo}-{hi}%")
     rows, extrapolation, notes = [], [], []
     for item in result.strategies:
         status = item.status
