@@ -5,9 +5,9 @@ answers "which strategy, with which settings, and how good" from a results table
 (a sweep, plan trials, calibration runs, or the reference study's published numbers):
 
 * :func:`forecast`: per strategy, fit the law of :mod:`experiments.laws` (with prediction
-  intervals: bootstrap, run noise and the law's measured extrapolation error), search the best feasible settings at the asked budgets, price them for N domains
-  (Eq. 1: ``generic + N x specialization``) and recommend the lowest predicted perplexity within
-  the inference budget. It states how far it extrapolates and refuses beyond a limit.
+  intervals: bootstrap, run noise and the law's measured extrapolation error), search the best
+  feasible settings at the asked budgets, price them for N domains (Eq. 1: ``generic + N x
+  specialization``) and recommend the lowest predicted perplexity within the inference budget. It states how far it extrapolates and refuses beyond a limit.
 * :func:`backtest`: fit on the smaller budgets of a table, predict its largest ones, report the
   error and whether the strategies were ranked right.
 * :func:`calibrate`: run a cheap ladder of proxy runs chosen to shrink the forecast's intervals,

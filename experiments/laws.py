@@ -702,7 +702,8 @@ def uncertainty(
             if ok.any():
                 excess = max(float(np.mean(missed[ok] ** 2)) - noise**2, 0.0)
                 drift = float(np.sqrt(excess / np.mean(distance[ok] ** 2)))
-    return Uncertainty(strategy=strategy, fits=fits, noise=noise, drift=drift, axis=axis, top=float(values.max()))
+    return Uncertainty(strategy=strategy, fits=fits, noise=noise, drift=drift, axis=axis,
+                       top=float(values.max()))
 
 
 def predict_interval(
