@@ -29,6 +29,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, Locator, NullFormatter
 
 from experiments import frontier
 from planner.cost import PROFILES
@@ -115,21 +116,75 @@ def _cost_axis(
     if which == "x":
         ax.set_xscale("log")
         ax.set_xlabel(f"{what} (FLOPs)")
-        ax.secondary_xaxis("top", functions=functions).set_xlabel(hours_label)
+        hours = ax.secondary_xaxis("top", functions=functions)
+        hours.set_xlabel(hours_label)
+        axes = (ax.xaxis, hours.xaxis)
     else:
         ax.set_yscale("log")
         ax.set_ylabel(f"{what} (FLOPs)")
-        ax.secondary_yaxis("right", functions=functions).set_ylabel(hours_label)
+        hours = ax.secondary_yaxis("right", functions=functions)
+        hours.set_ylabel(hours_label)
+        axes = (ax.yaxis, hours.yaxis)
+    for axis in axes:
+        axis.set_major_locator(_ReadableLogLocator())
+        axis.set_major_formatter(FuncFormatter(_short_number))
+        axis.set_minor_formatter(NullFormatter())
+
+
+class _ReadableLogLocator(Locator):
+    """Log-axis ticks that stay readable at any range.
+
+    Matplotlib's log ticks label minor ticks when a range spans less than a decade ("2x10^11"
+    labels then run into each other) and fall back to linear ticks when few decades fit. Here:
+    the sparsest of decades / 1-2-5 / 1-1.5-2-3-5-7 per decade that puts at least three ticks
+    in view, thinned to at most eight.
+    """
+
+    _SUBS = ((1.0,), (1.0, 2.0, 5.0), (1.0, 1.5, 2.0, 3.0, 5.0, 7.0))
+    _MAX_TICKS = 8
+
+    def __call__(self) -> list[float]:
+        return self.tick_values(*self.axis.get_view_interval())
+
+    def tick_values(self, vmin: float, vmax: float) -> list[float]:
+        lo, hi = sorted((vmin, vmax))
+        if not hi > 0:
+            return []
+        lo = max(lo, hi * 1e-12)
+        decades = np.arange(np.floor(np.log10(lo)), np.ceil(np.log10(hi)) + 1)
+        for subs in self._SUBS:
+            ticks = [m * 10.0**d for d in decades for m in subs if lo <= m * 10.0**d <= hi]
+            if len(ticks) >= 3:
+                break
+        stride = -(-len(ticks) // self._MAX_TICKS)
+        return ticks[::stride]
+
+
+def _short_number(value: float, _position: int | None = None) -> str:
+    """``2e12``, ``2.5e-6``, ``0.2``, ``50``: tick labels that fit side by side."""
+    if value <= 0:
+        return ""
+    if 1e-2 <= value < 1e4:
+        return f"{value:.3g}"
+    mantissa, exponent = f"{value:.1e}".split("e")
+    return f"{mantissa.removesuffix('.0')}e{int(exponent)}"
 
 
 def _axis_name(column: str) -> str:
     return _AXIS_NAMES.get(column, column.replace("_", " "))
 
 
-def _finish(ax: Axes) -> None:
-    ax.grid(True, which="major", alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize="small")
+def _legend(fig: Figure) -> Figure:
+    """One legend for the whole figure, beside the panels: a strategy has one colour in every
+    panel, and with eight strategies a legend inside a panel hides points."""
+    handles: dict[str, object] = {}
+    for ax in fig.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="outside right upper",
+                   fontsize="small")
+    return fig
 
 
 def plot_ppl_vs_pretrain(
@@ -175,8 +230,8 @@ def plot_ppl_vs_pretrain(
     for ax in axes:
         _cost_axis(ax, "x", _axis_name(cost_col), flops_per_hour, hours_label)
         ax.set_ylabel("perplexity after fine-tuning (macro)")
-        _finish(ax)
-    return fig
+        ax.grid(True, which="major", alpha=0.3)
+    return _legend(fig)
 
 
 def plot_ppl_vs_spec(
@@ -214,8 +269,8 @@ def plot_ppl_vs_spec(
     for ax in axes:
         _cost_axis(ax, "x", _axis_name(cost_col), flops_per_hour, hours_label)
         ax.set_ylabel("perplexity after fine-tuning (macro)")
-        _finish(ax)
-    return fig
+        ax.grid(True, which="major", alpha=0.3)
+    return _legend(fig)
 
 
 def plot_frontier(
@@ -274,8 +329,8 @@ def plot_frontier(
                     arrowprops={"arrowstyle": "-", "color": "black"})
     _cost_axis(ax, "x", _axis_name(cost_col), flops_per_hour, hours_label)
     ax.set_ylabel(_axis_name(quality_col))
-    _finish(ax)
-    return fig
+    ax.grid(True, which="major", alpha=0.3)
+    return _legend(fig)
 
 
 def plot_total_cost(
@@ -318,19 +373,26 @@ def plot_total_cost(
         for (a, cost_a), (b, cost_b) in itertools.combinations(costs.items(), 2):
             at = frontier.crossover_n(cost_a, cost_b)
             if at is not None and at <= n_max:
-                crossings.append((at, frontier.total_cost(*cost_a, at), f"{a} / {b}"))
+                crossings.append((at, frontier.total_cost(*cost_a, at), a, b))
         if crossings:
-            xs, ys, names = zip(*crossings)
-            ax.scatter(xs, ys, marker="x", color="black", s=60, zorder=5, label="crossover")
-            for x, y, name in crossings:
-                ax.annotate(f"N={x:.3g}\n{name}", (x, y), xytext=(6, -18),
+            xs, ys, _, _ = zip(*crossings)
+            ax.scatter(xs, ys, marker="x", color="black", s=40, zorder=5, label="crossover")
+        labelled: list[float] = []
+        for x, y, a, b in sorted(crossings):
+            # Only where the cheapest strategy changes gets a label (once per place): the others
+            # are crossings of two options that are not the cheapest there; labels would pile up.
+            cheapest = min(frontier.total_cost(*cost, x) for cost in costs.values())
+            if y <= cheapest * (1 + 1e-9) and all(abs(x / other - 1) > 0.05 for other in labelled):
+                labelled.append(x)
+                after, before = sorted((a, b), key=lambda name: costs[name][1])
+                ax.annotate(f"N={x:.3g}: {before} -> {after}", (x, y), xytext=(6, -14),
                             textcoords="offset points", fontsize="x-small")
     for ax in axes:
         ax.set_xscale("log")
         ax.set_xlabel("number of domains N")
         _cost_axis(ax, "y", "total cost", flops_per_hour, hours_label)
-        _finish(ax)
-    return fig
+        ax.grid(True, which="major", alpha=0.3)
+    return _legend(fig)
 
 
 def plot_winner_map(

@@ -92,7 +92,18 @@ def test_total_cost_is_log_log_with_crossovers() -> None:
     assert labelled(ax) == ["slm", "slm-is", "slm-pn", "crossover"]
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
     assert "FLOPs" in ax.get_ylabel() and secondary_labels(ax) == ["A100-hours at 40% MFU"]
-    assert any("slm / slm-is" in t.get_text() for t in ax.texts)
+    assert [t.get_text() for t in ax.texts] == ["N=2: slm-is -> slm"]  # where the cheapest changes
+    # One legend for the figure, beside the panels, naming what the panels draw.
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == labelled(ax)
+
+
+def test_cost_axes_get_few_short_ticks_at_any_range() -> None:
+    locator = plots._ReadableLogLocator()
+    assert locator.tick_values(1.1e-6, 4.7e-6) == pytest.approx([1.5e-6, 2e-6, 3e-6])
+    assert locator.tick_values(3e11, 2.5e12) == pytest.approx([5e11, 1e12, 2e12])
+    assert len(locator.tick_values(1e3, 1e30)) <= 8
+    assert [plots._short_number(v) for v in (2e12, 2.5e-6, 0.2, 50.0)] == \
+        ["2e12", "2.5e-6", "0.2", "50"]
 
 
 def test_winner_map_colours_cells_by_strategy(tmp_path: Path) -> None:
