@@ -455,6 +455,7 @@ def _forecast_strategy(
     except SpecplanError as err:
         return StrategyForecast(name, "no-forecast", notes=[str(err)])
     notes = [] if fit.converged else [f"{name}: the law's fit did not converge; treat with care"]
+    notes += fit.warnings()
     try:
         spread = laws.uncertainty(complete, name, fit, n_boot=n_boot, seed=seed)
     except SpecplanError as err:

@@ -124,6 +124,8 @@ _LEVEL_DECADES = 0.25  # sizes closer than this (in log10) count as one level
 _HUBER_DELTA = 1e-2
 _USABLE_STATUSES = ("ok", "over-inference-budget")
 _EXPONENT_BOUNDS = (1e-3, 3.0)
+_FLAT_EXPONENT = 0.05  # below this a power law is near constant over a few decades
+_E_NEAR_ZERO = 1e-3  # nats: an irreducible loss this small is the optimiser's bound, not a fact
 _LOG_BOUNDS = (-30.0, 10.0)
 
 
@@ -245,6 +247,30 @@ class LawFit:
             elif var in variables and var in self.support:
                 self._check_folded(var, variables[var], feeds[var])
         return np.exp(loss)
+
+    def warnings(self) -> list[str]:
+        """What makes this fit's extrapolations unreliable even when it fits its runs well.
+
+        A fit can trade the irreducible loss for a term with a tiny exponent (``E_d`` near 0,
+        ``C * D^-0.04`` almost constant over the runs): inside the data the two are the same,
+        beyond it they part. Exponents at their bounds are flagged the same way.
+        """
+        out = []
+        feeds = _feeds(self.strategy)
+        flat = [(t, v) for _, t, v in _TERMS if t in self.params and t not in self.fixed
+                and self.params[t] < _FLAT_EXPONENT]
+        if flat and any(self.params[f"E[{d}]"] < _E_NEAR_ZERO for d in self.domains):
+            out.append(
+                f"{self.strategy}: the fit moved the irreducible loss into a nearly flat term ("
+                + ", ".join(f"{t} = {self.params[t]:.3g}" for t, _ in flat) + ", E near 0): "
+                "forecasts outside the measured "
+                + ", ".join(f"{list(feeds[v])}" for _, v in flat) + " are unreliable")
+        stuck = [t for _, t, _ in _TERMS if t in self.params and t not in self.fixed
+                 and self.params[t] >= _EXPONENT_BOUNDS[1] * 0.999]
+        if stuck:
+            out.append(f"{self.strategy}: exponent(s) {stuck} at the upper bound "
+                       f"{_EXPONENT_BOUNDS[1]}; the runs do not pin them down")
+        return out
 
     def _check_folded(self, var: str, values: np.ndarray, columns: Sequence[str]) -> None:
         lo, hi = self.support[var]

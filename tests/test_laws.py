@@ -186,3 +186,12 @@ def test_fit_law_explains_unusable_input() -> None:
         laws.fit_law(synthetic_runs(params=(4e6,)), "slm", fixed={"delta": 1.0})
     with pytest.raises(SpecplanError, match="lacks column"):
         laws.fit_law(runs.drop(columns="spec_tokens"), "slm")
+
+
+def test_fit_flags_a_flat_term_that_absorbed_the_irreducible_loss() -> None:
+    fit = laws.fit_law(synthetic_runs(params=(4e6,)), "slm", n_inits=8)
+    assert fit.warnings() == []
+    degenerate = laws.LawFit.from_dict({**fit.to_dict(), "params": {
+        **fit.params, "E[arxiv]": 1e-9, "gamma": 0.03}})
+    (warning,) = degenerate.warnings()
+    assert "gamma = 0.03" in warning and "domain_tokens" in warning
