@@ -7,7 +7,8 @@ answers "which strategy, with which settings, and how good" from a results table
 * :func:`forecast`: per strategy, fit the law of :mod:`experiments.laws` (with prediction
   intervals: bootstrap, run noise and the law's measured extrapolation error), search the best
   feasible settings at the asked budgets, price them for N domains (Eq. 1: ``generic + N x
-  specialization``) and recommend the lowest predicted perplexity within the inference budget. It states how far it extrapolates and refuses beyond a limit.
+  specialization``) and recommend the lowest predicted perplexity within the inference budget.
+  It states how far it extrapolates and refuses beyond a limit.
 * :func:`backtest`: fit on the smaller budgets of a table, predict its largest ones, report the
   error and whether the strategies were ranked right.
 * :func:`calibrate`: run a cheap ladder of proxy runs chosen to shrink the forecast's intervals,
@@ -506,7 +507,7 @@ def _forecast_strategy(
         try:
             ppl = float(fit.predict(**sizes_at))
             lo, hi = ((float(v) for v in laws.predict_interval(spread, sizes_at, q)[1:])
-                      if spread else (float("nan"), float("nan")))
+                      if spread is not None else (float("nan"), float("nan")))
         except SpecplanError as err:
             errors.append(str(err))
             continue
@@ -524,9 +525,9 @@ def _forecast_strategy(
 
     best_sizes = {"generic_tokens": best.generic_tokens, "spec_tokens": best.spec_tokens,
                   "domain_tokens": domain_tokens}
-    if spread and spread.drift is None and spread.decades(best_sizes) > 0:
-        notes.append(f"{name}: its runs have fewer than three budget levels, so the interval "
-                     "leaves out the law's own extrapolation error (it could not be measured)")
+    if spread is not None and spread.drift is None and spread.decades(best_sizes) > 0:
+        notes.append(f"{name}: the interval leaves out the law's own extrapolation error, which "
+                     f"could not be measured ({spread.drift_note})")
     extrapolation = _extrapolation(name, {
         "pretrain": (best.generic_flops, complete["generic_flops"]),
         "spec": (best.spec_flops, complete["spec_flops"]),
@@ -849,8 +850,9 @@ def backtest(
                 skipped.setdefault(name, str(err))
                 continue
             actual = float(np.exp(np.log(config["ppl_after"].astype(float)).mean()))
-            decades = float(np.mean(spread.decades(
-                {c: config[c].to_numpy(dtype=float) for c in laws.SIZE_COLUMNS})))
+            # One distance for the config's runs, as they enter sigma: root mean square.
+            decades = float(np.sqrt(np.mean(spread.decades(
+                {c: config[c].to_numpy(dtype=float) for c in laws.SIZE_COLUMNS}) ** 2)))
             _, lo, hi = spread.interval(refits, decades, q)
             in_budget = "status" not in config.columns or (config["status"] == "ok").all()
             records.append({

@@ -586,6 +586,11 @@ def bootstrap(
         SpecplanError: as :func:`fit_law`, or when no refit converges.
     """
     problem = _problem(df, strategy, dict(fixed or {}))
+    if base is not None and (base.strategy, set(base.params)) != (strategy, set(problem.names)):
+        raise SpecplanError(
+            f"bootstrap: base is a fit of {base.strategy} with {sorted(base.params)}; pass the "
+            f"fit_law result of {strategy} on the same table and fixed parameters"
+        )
     rng = np.random.default_rng(seed)
     by_domain = [np.flatnonzero(problem.domain_index == i) for i in range(len(problem.domains))]
     fits = []
@@ -632,22 +637,30 @@ class Uncertainty:
 
     * ``fits``: bootstrap refits, the uncertainty of the law's parameters given the runs;
     * ``noise``: the spread of one run around the law (the full fit's log-loss residuals, scaled
-      by ``sqrt(n / (n - free parameters))``), e.g. seed-to-seed variation;
+      by ``sqrt(n / (n - free parameters))``), e.g. seed-to-seed variation. It is not divided
+      by the square root of the number of domains in a macro forecast: a config's domains share
+      their pretraining run, so their errors are correlated;
     * ``drift``: the law's own error when it extrapolates, per decade beyond the largest
       measured value of ``axis``, measured by back-testing one level down inside the data: the
-      law is refitted without the runs at the largest level and predicts them. ``None`` when the
-      data has fewer than three levels (one would be left to fit on two).
+      law is refitted without the runs at the largest level (levels as the fit counts them)
+      and predicts them. With three levels that refit has two, so its exponent is the
+      literature value: the measured drift is then that of a cruder law, a conservative bound.
+      ``None`` when it cannot be measured (``drift_note`` says why).
 
     A forecast's log-loss is then each refit's prediction plus a normal error of variance
     ``noise**2 + (drift * decades)**2``, and the interval is the quantiles of that mixture.
+    Only the budget ``axis`` counts as extrapolation: a forecast at a model size beyond the
+    measured ones (within the forecast's limit) gets no drift for it.
 
     Attributes:
+        strategy: the strategy.
         fits: bootstrap refits.
         noise: standard deviation of a run's log-loss around the law.
         drift: standard deviation of the log-loss error per decade of extrapolation, or None.
         axis: the size a larger budget grows: ``D_gen`` (pretraining tokens), or ``D_dom`` for
             a strategy without pretraining.
         top: largest measured value of ``axis``.
+        drift_note: why ``drift`` is None (empty otherwise).
     """
 
     strategy: str
@@ -656,6 +669,7 @@ class Uncertainty:
     drift: float | None
     axis: str
     top: float
+    drift_note: str = ""
 
     def decades(self, sizes: Mapping[str, float | np.ndarray]) -> np.ndarray:
         """How far beyond the largest measured ``axis`` value the sizes are (0 inside)."""
@@ -666,16 +680,22 @@ class Uncertainty:
 
     def interval(self, forecasts: np.ndarray, decades: float | np.ndarray,
                  q: tuple[float, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(median, lo, hi)`` perplexities from the refits' forecasts (first axis: refit)."""
+        """``(median, lo, hi)`` perplexities from the refits' forecasts (first axis: refit)
+        at ``decades`` of extrapolation (broadcast against the forecasts' other axes)."""
         if not 0 <= q[0] <= q[1] <= 1:
-            raise SpecplanError(f"predict_interval: q={q}; give increasing quantiles in [0, 1]")
+            raise SpecplanError(f"interval: q={q}; give increasing quantiles in [0, 1]")
         log_loss = np.log(np.log(np.asarray(forecasts, dtype=float)))
         sigma = np.sqrt(self.noise**2 + ((self.drift or 0.0) * np.asarray(decades)) ** 2)
+        rest = log_loss.shape[1:]
+        shape = np.broadcast_shapes(rest, sigma.shape)
+        log_loss = np.broadcast_to(
+            log_loss.reshape((len(log_loss),) + (1,) * (len(shape) - len(rest)) + rest),
+            (len(log_loss), *shape))
         # A fixed stratified sample of the standard normal: the same inputs give the same
         # interval, with no seed to pass around.
         z = _NORMAL_GRID.reshape((-1,) + (1,) * log_loss.ndim)
-        draws = np.exp(np.exp(log_loss[None] + z * sigma)).reshape((-1,) + log_loss.shape[1:])
-        lo, median, hi = np.quantile(draws, (q[0], 0.5, q[1]), axis=0)
+        draws = np.exp(np.exp(log_loss[None] + z * np.broadcast_to(sigma, shape)))
+        lo, median, hi = np.quantile(draws.reshape((-1, *shape)), (q[0], 0.5, q[1]), axis=0)
         return median, lo, hi
 
 
@@ -709,27 +729,35 @@ def uncertainty(
     runs = _runs(df, strategy)
     errors = _log_loss_errors(fit, runs)
     free = len(fit.params) - len(fit.fixed)
-    noise = float(np.sqrt(np.mean(errors**2) * len(errors) / max(len(errors) - free, 1)))
+    noise = float(np.sqrt(np.mean(errors**2) * len(errors) / (len(errors) - free)))
     variables = _variables(strategy, {c: runs[c].to_numpy(dtype=float)
                                       for c in SIZE_COLUMNS if c in runs.columns})
     axis = "D_gen" if np.all(variables.get("D_gen", 0.0) > 0) else "D_dom"
     values = variables[axis]
-    drift = None
-    if _count_levels(values) >= 3:
-        held = _top_level(values)
-        try:
-            lower = fit_law(runs[~held], strategy, n_inits=8, seed=seed, fixed=fixed)
-        except SpecplanError:
-            lower = None
-        if lower is not None:
-            missed = _log_loss_errors(lower, runs[held])
-            distance = np.log10(values[held] / values[~held].max())
-            ok = np.isfinite(missed)
-            if ok.any():
-                excess = max(float(np.mean(missed[ok] ** 2)) - noise**2, 0.0)
-                drift = float(np.sqrt(excess / np.mean(distance[ok] ** 2)))
+    drift, why = _drift(runs, strategy, values, noise, seed=seed, fixed=fixed)
     return Uncertainty(strategy=strategy, fits=fits, noise=noise, drift=drift, axis=axis,
-                       top=float(values.max()))
+                       top=float(values.max()), drift_note=why)
+
+
+def _drift(runs: pd.DataFrame, strategy: str, values: np.ndarray, noise: float, *, seed: int,
+           fixed: Mapping[str, float] | None) -> tuple[float | None, str]:
+    """(drift per decade, or None and why): see :class:`Uncertainty`."""
+    if _count_levels(values) < 3:
+        return None, "fewer than three levels of the budget's size in the runs"
+    held = _top_level(values)
+    try:
+        lower = fit_law(runs[~held], strategy, n_inits=8, seed=seed, fixed=fixed)
+    except SpecplanError as err:
+        return None, f"the refit without the largest level failed: {err}"
+    if not lower.converged:
+        return None, "the refit without the largest level did not converge"
+    missed = _log_loss_errors(lower, runs[held])
+    ok = np.isfinite(missed)
+    if not ok.any():
+        return None, "no run at the largest level is in a domain of the lower levels"
+    distance = np.log10(values[held] / values[~held].max())[ok]
+    excess = max(float(np.mean(missed[ok] ** 2)) - noise**2, 0.0)
+    return float(np.sqrt(excess / np.mean(distance**2))), ""
 
 
 def predict_interval(

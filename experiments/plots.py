@@ -156,6 +156,8 @@ class _ReadableLogLocator(Locator):
             ticks = [m * 10.0**d for d in decades for m in subs if lo <= m * 10.0**d <= hi]
             if len(ticks) >= 3:
                 break
+        if not ticks:  # a range narrower than the densest ticks: label its ends
+            return [lo, hi]
         stride = -(-len(ticks) // self._MAX_TICKS)
         return ticks[::stride]
 
@@ -164,7 +166,7 @@ def _short_number(value: float, _position: int | None = None) -> str:
     """``2e12``, ``2.5e-6``, ``0.2``, ``50``: tick labels that fit side by side."""
     if value <= 0:
         return ""
-    if 1e-2 <= value < 1e4:
+    if 1e-2 <= value < 1e4 and "e" not in f"{value:.3g}":
         return f"{value:.3g}"
     mantissa, exponent = f"{value:.1e}".split("e")
     return f"{mantissa.removesuffix('.0')}e{int(exponent)}"

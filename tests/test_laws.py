@@ -122,6 +122,10 @@ def test_extrapolation_drift_is_measured_one_level_down() -> None:
     _, lo, hi = laws.predict_interval(spread, sizes)
     width = hi / lo - 1
     assert width[1] > 3 * width[0]  # a decade out is far less certain than inside
+    # Refits that agree (a folded term) still spread with the distance asked for.
+    _, lo, hi = spread.interval(np.full(len(spread.fits), 100.0), np.array([0.0, 1.0, 2.0]),
+                                (0.1, 0.9))
+    assert lo.shape == (3,) and np.all(np.diff(hi / lo) > 0)
 
 
 def test_single_level_size_is_folded_and_not_extrapolated() -> None:
