@@ -124,8 +124,7 @@ _LEVEL_DECADES = 0.25  # sizes closer than this (in log10) count as one level
 _HUBER_DELTA = 1e-2
 _USABLE_STATUSES = ("ok", "over-inference-budget")
 _EXPONENT_BOUNDS = (1e-3, 3.0)
-_FLAT_EXPONENT = 0.05  # below this a power law is near constant over a few decades
-_E_NEAR_ZERO = 1e-3  # nats: an irreducible loss this small is the optimiser's bound, not a fact
+_E_NEAR_ZERO = 1e-3  # nats: an offset or amplitude this small is the optimiser's bound
 _LOG_BOUNDS = (-30.0, 10.0)
 
 
@@ -246,27 +245,35 @@ class LawFit:
                 loss = loss + self.params[amp] * ratio ** -self.params[exponent]
             elif var in variables and var in self.support:
                 self._check_folded(var, variables[var], feeds[var])
-        return np.exp(loss)
+        shape = np.broadcast_shapes(*(np.shape(v) for v in sizes.values()))
+        return np.exp(loss + np.zeros(shape))  # shaped as the sizes even when no term uses them
 
     def warnings(self) -> list[str]:
         """What makes this fit's extrapolations unreliable even when it fits its runs well.
 
-        A fit can trade the irreducible loss for a term with a tiny exponent (``E_d`` near 0,
-        ``C * D^-0.04`` almost constant over the runs): inside the data the two are the same,
-        beyond it they part. Exponents at their bounds are flagged the same way.
+        * an offset ``E_d`` at ~0: the runs do not show the loss levelling off (runs early in
+          training, where loss falls faster with each doubling, or a term traded for ``E``);
+          the law then extrapolates along its flattest term, which the runs do not pin down;
+        * an amplitude at ~0: the fit found no effect of that size, so forecasts do not
+          improve with it;
+        * an exponent at its upper bound: the runs do not pin it down.
         """
         out = []
         feeds = _feeds(self.strategy)
-        flat = [(t, v) for _, t, v in _TERMS if t in self.params and t not in self.fixed
-                and self.params[t] < _FLAT_EXPONENT]
-        if flat and any(self.params[f"E[{d}]"] < _E_NEAR_ZERO for d in self.domains):
-            out.append(
-                f"{self.strategy}: the fit moved the irreducible loss into a nearly flat term ("
-                + ", ".join(f"{t} = {self.params[t]:.3g}" for t, _ in flat) + ", E near 0): "
-                "forecasts outside the measured "
-                + ", ".join(f"{list(feeds[v])}" for _, v in flat) + " are unreliable")
-        stuck = [t for _, t, _ in _TERMS if t in self.params and t not in self.fixed
-                 and self.params[t] >= _EXPONENT_BOUNDS[1] * 0.999]
+        fitted = [(a, t, v) for a, t, v in _TERMS if t in self.params]
+        zero = [d for d in self.domains if self.params[f"E[{d}]"] < _E_NEAR_ZERO]
+        if zero and fitted:
+            _, flat, var = min(fitted, key=lambda term: self.params[term[1]])
+            out.append(f"{self.strategy}: the fitted irreducible loss is ~0 for {zero}: the runs "
+                       f"do not show the loss levelling off, and forecasts beyond the measured "
+                       f"{list(feeds[var])} ride on {flat} = {self.params[flat]:.3g}; treat "
+                       "them as rough")
+        for amp, _, var in fitted:
+            if amp not in self.fixed and self.params[amp] < _E_NEAR_ZERO:
+                out.append(f"{self.strategy}: the fit found no effect of {list(feeds[var])} "
+                           f"({amp} ~ 0), so its forecasts do not improve with them")
+        stuck = [t for _, t, _ in fitted
+                 if t not in self.fixed and self.params[t] >= _EXPONENT_BOUNDS[1] * 0.999]
         if stuck:
             out.append(f"{self.strategy}: exponent(s) {stuck} at the upper bound "
                        f"{_EXPONENT_BOUNDS[1]}; the runs do not pin them down")
@@ -751,7 +758,10 @@ def _drift(runs: pd.DataFrame, strategy: str, values: np.ndarray, noise: float, 
         return None, f"the refit without the largest level failed: {err}"
     if not lower.converged:
         return None, "the refit without the largest level did not converge"
-    missed = _log_loss_errors(lower, runs[held])
+    try:
+        missed = _log_loss_errors(lower, runs[held])
+    except SpecplanError as err:  # e.g. a size at one level below, another at the top
+        return None, f"the refit without the largest level cannot predict it: {err}"
     ok = np.isfinite(missed)
     if not ok.any():
         return None, "no run at the largest level is in a domain of the lower levels"

@@ -136,6 +136,12 @@ def test_single_level_size_is_folded_and_not_extrapolated() -> None:
     assert fit.fixed == ["gamma"]
     sizes = {"generic_tokens": 1e8, "spec_tokens": 3e5, "domain_tokens": 1e5}
     assert np.isfinite(fit.predict(params_inference=4e6, **sizes))
+    # A folded size still shapes the answer: one forecast per run, as for any other size.
+    assert fit.predict(params_inference=np.full(3, 4e6), **sizes).shape == (3,)
+    # Its extrapolation error is measured along pretraining tokens; the runs there have five
+    # levels, so the refit one level down can predict the top one.
+    spread = laws.uncertainty(runs, "slm", fit, n_boot=4)
+    assert spread.axis == "D_gen" and spread.drift is not None and spread.drift_note == ""
     with pytest.raises(SpecplanError, match="one level"):
         fit.predict(params_inference=1e8, **sizes)
     with pytest.raises(SpecplanError, match="needs size"):
@@ -192,10 +198,19 @@ def test_fit_law_explains_unusable_input() -> None:
         laws.fit_law(runs.drop(columns="spec_tokens"), "slm")
 
 
-def test_fit_flags_a_flat_term_that_absorbed_the_irreducible_loss() -> None:
+def test_fit_flags_what_makes_its_extrapolations_unreliable() -> None:
     fit = laws.fit_law(synthetic_runs(params=(4e6,)), "slm", n_inits=8)
     assert fit.warnings() == []
     degenerate = laws.LawFit.from_dict({**fit.to_dict(), "params": {
-        **fit.params, "E[arxiv]": 1e-9, "gamma": 0.03}})
-    (warning,) = degenerate.warnings()
-    assert "gamma = 0.03" in warning and "domain_tokens" in warning
+        **fit.params, "E[arxiv]": 1e-9, "gamma": 0.03, "B": 1e-6}})
+    flat, no_effect = degenerate.warnings()
+    assert "~0 for ['arxiv']" in flat and "gamma = 0.03" in flat and "domain_tokens" in flat
+    assert "no effect of ['generic_tokens']" in no_effect
+
+
+def test_drift_is_missing_with_a_reason_when_the_lower_refit_cannot_predict() -> None:
+    runs = synthetic_runs(params=(4e6,), unique=(1e5,))
+    top = runs["generic_tokens"] == runs["generic_tokens"].max()
+    runs.loc[top, ["domain_tokens", "spec_tokens"]] = [1e6, 3e6]  # a domain size seen only there
+    spread = laws.uncertainty(runs, "slm", laws.fit_law(runs, "slm", n_inits=4), n_boot=4)
+    assert spread.drift is None and "cannot predict it" in spread.drift_note
