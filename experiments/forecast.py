@@ -999,13 +999,15 @@ def _runs_to_fit(n_domains: int) -> int:
 
 def _completion_cost(rung: _Rung, own: pd.DataFrame, axis: str, candidates: Sequence[_Rung],
                      costs: Mapping[tuple, float], n_domains: int) -> float:
-    """Cost of this rung plus the cheapest further rungs that make the strategy's law
-    fittable (one per missing budget level): starting a strategy that the planning budget
-    cannot finish wastes its runs. Infinite when the ladder has too few levels left."""
+    """Cost of this rung plus the cheapest further rungs at its model size that make the
+    strategy's law fittable (one per missing budget level): starting a strategy that the
+    planning budget cannot finish wastes its runs. Infinite when the ladder has too few levels
+    left. (Until the law is fittable the ladder stays at one size, so sizes do not count.)"""
     taken = [*(_levels(own[axis]) if len(own) else []), math.log10(_rung_budget(rung, axis))]
     cheapest: dict[float, float] = {}  # the cheapest rung per free budget level
     for other in candidates:
-        if other.strategy != rung.strategy or other.key not in costs or other.key == rung.key:
+        if (other.strategy != rung.strategy or other.params != rung.params
+                or other.key not in costs or other.key == rung.key):
             continue
         level = math.log10(_rung_budget(other, axis))
         if all(abs(level - t) > 0.25 for t in taken):
@@ -1074,7 +1076,8 @@ def calibrate(
       stops early). Widths are refitted after every run. While a strategy's law cannot be
       fitted, a rung is taken only if the budget left also pays for the cheapest rungs that
       would make it fittable (:func:`_completion_cost`): a strategy that cannot be finished is
-      not started.
+      not started. What finishing each started, not yet fittable strategy still costs is
+      reserved: no other rung may spend it, so two strategies are never both left half-done.
     * stop: when no candidate fits in what is left of ``planning_flops`` (the ledger's spend
       is charged, not the estimate). Strategies that got no anchor run are left out of the
       forecast.
@@ -1199,9 +1202,25 @@ def calibrate(
 
     runs: list[LadderRun] = []
     spent, done = 0.0, set()
+    def own_rows(name: str, axis: str) -> pd.DataFrame:
+        return (table[table["strategy"] == name] if len(table)
+                else pd.DataFrame(columns=[axis, "params_inference"]))
+
     while True:
         widths = {name: _current_width(table, budgets, name, n_boot) for name in names}
         costs = {r.key: estimated_cost(r) for r in candidates if r.key not in done}
+        left = planning_flops - spent
+        # What finishing each started strategy whose law cannot be fitted yet still costs: the
+        # budget is reserved for it, so another strategy's runs cannot leave it half-done.
+        reserved: dict[str, float] = {}
+        for name in names:
+            axis = _axis(strategy_of[name])
+            own = own_rows(name, axis)
+            if len(own) and not widths[name][2]:
+                reserved[name] = min(
+                    (_completion_cost(r, own, axis, candidates, costs, len(inputs.domains))
+                     for r in candidates if r.strategy == name and r.key in costs),
+                    default=math.inf)
         chosen, chosen_score, chosen_cost = None, 0.0, 0.0
         for rung in candidates:
             strategy = strategy_of[rung.strategy]
@@ -1212,14 +1231,17 @@ def calibrate(
                                     and _rung_budget(rung, axis) < near(rung.strategy)):
                 continue
             cost = costs[rung.key]
-            if cost <= 0 or cost > planning_flops - spent:
+            if cost <= 0 or cost > left:
                 continue
-            own = table[table["strategy"] == rung.strategy] if len(table) else pd.DataFrame(
-                columns=[axis, "params_inference"])
+            own = own_rows(rung.strategy, axis)
             width, target_params, fitted = widths[rung.strategy]
-            if not fitted and _completion_cost(rung, own, axis, candidates, costs,
-                                               len(inputs.domains)) > planning_flops - spent:
-                continue  # it cannot lead to a fitted law within the planning budget
+            if not fitted and len(own) and rung.params not in set(own["params_inference"]):
+                continue  # a second size adds a size term: first make the law fittable
+            need = (cost if fitted else _completion_cost(rung, own, axis, candidates, costs,
+                                                         len(inputs.domains)))
+            others = sum(v for k, v in reserved.items() if k != rung.strategy)
+            if need + others > left:
+                continue  # no fitted law at the end, for it or for a strategy already started
             gain = width * _usefulness(rung, own, axis, _target(strategy, budgets),
                                        target_params or rung.params, fitted)
             if gain / cost > chosen_score:

@@ -235,6 +235,25 @@ def test_calibrate_runs_a_cheap_ladder_within_the_planning_budget(tiny_inputs, t
     assert not (tmp_path / "none.csv").exists()
 
 
+def test_ladder_never_leaves_a_strategy_half_calibrated(tiny_inputs, tmp_path):
+    """A budget for about one strategy's ladder: whatever is started gets a fitted law."""
+    from planner.inputs import Inputs
+
+    inputs = Inputs(tiny_inputs.generic, {"law": tiny_inputs.domains["law"]},
+                    tiny_inputs.tokenizer)
+    target = Budgets(4e11, 5e9, InferenceCap(params=200_000),
+                     inputs.domains["law"].train.tokens)
+    result = fc.calibrate(inputs, target, planning_flops=2e11,
+                          results_path=tmp_path / "calibration.csv", cache_dir=tmp_path / "cache",
+                          strategies=["slm", "slm-pn"], batch_size=8, device="cpu",
+                          n_boot=N_BOOT)
+    started = {r.strategy for r in result.runs if r.status == "ok"}
+    assert started and result.spent_flops <= 2e11
+    for name in started:
+        assert result.forecast.get(name).status == "forecast", name
+    assert set(result.skipped) == {"slm", "slm-pn"} - started
+
+
 def test_ladder_knows_how_many_runs_a_law_needs():
     """The ladder's count of runs to a fittable law agrees with experiments.laws itself."""
     for n_domains in (1, 2, 3):
