@@ -145,7 +145,9 @@ def create_study(spec: PlanSpec, storage):
                   sampler=optuna.samplers.TPESampler(seed=spec.seed))
     if spec.frontier:
         study = optuna.create_study(directions=["minimize", "minimize"], **kwargs)
-        study.set_metric_names(["perplexity", "total FLOPs"])
+        with warnings.catch_warnings():  # experimental since Optuna 3.2; only labels the axes
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(["perplexity", "total FLOPs"])
     else:
         study = optuna.create_study(direction="minimize", pruner=make_pruner(spec.pruner),
                                     **kwargs)
