@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import tempfile
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -21,6 +21,10 @@ from planner.errors import SpecplanError
 from planner.io import atomic_dir, content_hash, write_json
 from planner.models import SIZES, ModelShape, model_shape
 from planner.train import TrainConfig, TrainResult, WindowSampler, evaluate_loss, train
+
+# Training-template fields that do not change the weights a run produces.
+_NOT_IN_WEIGHTS = frozenset({"device", "compile", "checkpoint_dir", "checkpoint_every", "resume",
+                             "max_steps", "max_tokens", "max_flops"})
 
 
 @dataclass
@@ -99,13 +103,21 @@ class Workspace:
         return self._clusterings[key]
 
     def artifact_key(self, strategy, settings) -> str:
+        """What the pretrained weights depend on: a change to any of it trains anew.
+
+        The training template counts whole (schedule, optimizer, seed, batch, validation that
+        picks the best weights), except where and how it runs (device, compile, checkpoints)
+        and the stops, which each run sets from its budget.
+        """
+        template = {k: v for k, v in asdict(self.train).items() if k not in _NOT_IN_WEIGHTS}
         return content_hash(
             strategy.name,
             json.dumps(settings.generic_part(), sort_keys=True),
             self.generic.fingerprint,
             repr(float(self.budgets.pretrain_flops)),
             json.dumps([self.shape(self.small).to_dict(), self.shape(self.large).to_dict()]),
-            repr((self.train.seed, self.train.batch_size, self.embedder)),
+            json.dumps(template, sort_keys=True),
+            self.embedder,
         )
 
     def artifact(self, strategy, settings):

@@ -48,6 +48,22 @@ def test_pretraining_artifact_reused_for_second_domain(tiny_ws, tiny_inputs, mon
     assert second.generic_ledger.totals() == first.generic_ledger.totals()
 
 
+def test_artifact_key_follows_what_shapes_the_weights(tiny_ws):
+    from dataclasses import replace
+
+    slm = get_strategy("slm")
+    key = tiny_ws.artifact_key(slm, slm.settings())
+
+    def key_with(**train) -> str:
+        return replace(tiny_ws, train=replace(tiny_ws.train, **train)).artifact_key(
+            slm, slm.settings())
+
+    # A schedule or optimizer change trains anew (a cached artifact would be stale) ...
+    assert key_with(warmup_steps=5) != key and key_with(weight_decay=0.0) != key
+    # ... where the run happens and how it is checkpointed do not.
+    assert key_with(device="cuda", compile=True, checkpoint_every=10) == key
+
+
 def test_llm_is_flagged_over_inference_budget(tiny_inputs, tmp_path):
     from planner.cost import InferenceCap
     from tests.conftest import make_workspace
