@@ -256,7 +256,7 @@ def reference_bounds(reference: pd.DataFrame) -> list[PublishedBound]:
 
 
 def read_results(path: str | Path) -> pd.DataFrame:
-    """A results table: a sweep folder, its parquet or CSV, or a calibration CSV.
+    """A results table: a sweep or plan output folder, a parquet or CSV, or a calibration CSV.
 
     Raises:
         SpecplanError: when nothing readable is there, or it has no rows.

@@ -165,7 +165,8 @@ def _build_command() -> click.Command:
     @click.option("--domains-count", type=int, default=1, show_default=True,
                   help="Domains sharing the pretraining: total = generic + N x specialization.")
     @click.option("--results", default=None, metavar="PATH|reference",
-                  help="Results table (a sweep folder, its parquet or CSV, a calibration CSV) or "
+                  help="Results table (a sweep or plan output folder, a parquet or CSV, a "
+                       "calibration CSV) or "
                        "'reference' (the study's published numbers). With --calibrate: the CSV to "
                        "extend.")
     @click.option("--strategies", default=None, help="Comma-separated strategies (default: all).")

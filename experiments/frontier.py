@@ -113,7 +113,14 @@ def usable(df: pd.DataFrame, statuses: Sequence[str] = ("ok",)) -> pd.DataFrame:
     must choose which ones it may use; this is that choice in one place.
     """
     _require(df, ["status"], "usable")
-    return df[df["status"].isin(list(statuses))]
+    rows = df[df["status"].isin(list(statuses))]
+    if "domain_tokens" in rows.columns and rows["domain_tokens"].isna().any():
+        raise SpecplanError(
+            f"{int(rows['domain_tokens'].isna().sum())} usable row(s) have no domain_tokens, "
+            "and every analysis groups by domain size; fill the column with each domain's "
+            "training tokens"
+        )
+    return rows
 
 
 def macro_perplexity(ppls: Iterable[float]) -> float:

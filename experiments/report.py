@@ -339,16 +339,10 @@ def write_report(
         (path of the HTML page, path of the Markdown file).
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     df = results.reset_index(drop=True)
     names = sorted(df["sweep"].dropna().unique()) if "sweep" in df.columns else []
     title = title or f"Sweep report: {', '.join(map(str, names)) or 'results'}"
     figures = build_figures(df, chosen=chosen)
-    images = {}
-    for fig in figures:
-        if fig.figure is not None:
-            png, _ = plots.save_figure(fig.figure, out_dir / f"report-{fig.name}")
-            images[fig.name] = png
     total_view, changes = total_cost_view(df)
     sections = [
         ("Runs", "Points per strategy and status; costs are measured, in FLOPs and "
@@ -373,6 +367,14 @@ def write_report(
         ("Points without a model", "Rejected (budgets that cannot fit) and failed points.",
          problems_view(df), []),
     ]
+    # Everything is computed before the folder is touched: a table that cannot be reported
+    # leaves nothing behind.
+    out_dir.mkdir(parents=True, exist_ok=True)
+    images = {}
+    for fig in figures:
+        if fig.figure is not None:
+            png, _ = plots.save_figure(fig.figure, out_dir / f"report-{fig.name}")
+            images[fig.name] = png
     html_path = out_dir / "report.html"
     md_path = out_dir / "report.md"
     write_text(html_path, _html(title, command, sections, figures, images))

@@ -563,7 +563,8 @@ def _empty_rows(point, strategy, settings, ws, budgets, domains, status: str, er
 
 # -- the results table --------------------------------------------------------------------------
 def read_results(path: str | Path) -> pd.DataFrame:
-    """The results table from a sweep folder, ``results.parquet`` or ``results.csv``.
+    """The results table from a sweep (or plan) output folder, ``results.parquet`` or
+    ``results.csv``.
 
     Raises:
         SpecplanError: when nothing readable is there.
@@ -574,7 +575,7 @@ def read_results(path: str | Path) -> pd.DataFrame:
             if (path / name).exists():
                 return read_results(path / name)
         raise SpecplanError(f"{path}: no {RESULTS_PARQUET} or {RESULTS_CSV} here; pass a sweep "
-                            f"output folder or a results file")
+                            f"or plan output folder, or a results file")
     if not path.exists():
         raise SpecplanError(f"{path}: no such results file")
     try:

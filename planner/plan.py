@@ -242,7 +242,8 @@ def trial_row(t) -> dict:
     return {
         "trial": t.number, "state": t.state.name, "strategy": t.params.get("strategy"),
         "size": t.params.get("size"),
-        "macro_ppl": attrs.get("macro_ppl"), "macro_ppl_before": _macro(attrs.get("ppl_before")), "generic_flops": attrs.get("generic_flops"),
+        "macro_ppl": attrs.get("macro_ppl"), "macro_ppl_before": _macro(attrs.get("ppl_before")),
+        "generic_flops": attrs.get("generic_flops"),
         "spec_flops": attrs.get("spec_flops"), "total_flops": attrs.get("total_flops"),
         "generic_seconds": attrs.get("generic_seconds"), "spec_seconds": attrs.get("spec_seconds"),
         "train_seconds": attrs.get("train_seconds"), "run_seconds": attrs.get("run_seconds"),
@@ -267,9 +268,14 @@ def finish(study, spec, inputs, out_dir: Path, checks, retried, search_seconds) 
 
     from planner.runner import run_strategy
 
-    rows = [trial_row(t) for t in study.get_trials(deepcopy=False)]
-    frame = pd.DataFrame(rows)
+    trials = study.get_trials(deepcopy=False)
+    frame = pd.DataFrame([trial_row(t) for t in trials])
     write_text(out_dir / "trials.csv", frame.to_csv(index=False))
+    results = [{"trial": t.number, "size": t.params.get("size"), **row}
+               for t in trials if t.state.name == "COMPLETE"
+               for row in t.user_attrs.get("results", [])]
+    if results:  # the finished trials as a results table: `specplan forecast --results OUT`
+        write_text(out_dir / "results.csv", pd.DataFrame(results).to_csv(index=False))
     done = [t for t in completed(study) if feasible(t)]
     if not done:
         raise SpecplanError(f"no feasible trial finished in study {study.study_name}; see "
@@ -331,7 +337,7 @@ def finish(study, spec, inputs, out_dir: Path, checks, retried, search_seconds) 
         "retried_trials": retried,
         "search_seconds": search_seconds,
         "final_run_seconds": final_seconds,
-        "trials": len(rows),
+        "trials": len(trials),
     }
     write_json(out_dir / "plan.json", plan_doc)
     return PlanResult(out_dir, plan_doc, summary_text(frame, plan_doc))

@@ -27,6 +27,7 @@ class DomainResult:
     history: list[dict]
     notes: dict
     model_dir: str | None = None
+    train_tokens: int | None = None  # the domain's training tokens (all of them when uncut)
 
 
 @dataclass
@@ -65,7 +66,7 @@ class RunReport:
             out.append({
                 "run_id": self.run_id, "strategy": self.strategy,
                 "settings": settings_json(self.settings), "domain": d.domain,
-                "domain_tokens": budgets.domain_tokens,
+                "domain_tokens": budgets.domain_tokens or d.train_tokens,
                 "pretrain_budget_flops": budgets.pretrain_flops,
                 "spec_budget_flops": budgets.spec_flops,
                 "params_inference": self.estimate.params_inference,
@@ -157,6 +158,7 @@ def run_strategy(
             ppl_before=perplexity(spec.loss_before) if spec.loss_before is not None else None,
             ppl_after=perplexity(after), ppl_test=test, ledger=domain_ledger,
             history=spec.history, notes=spec.notes, model_dir=model_dir,
+            train_tokens=domain.train.tokens,
         ))
     return report
 

@@ -291,6 +291,9 @@ class Objective:
         trial.set_user_attr("ppl_generic", report.ppl_generic)
         trial.set_user_attr("macro_ppl", report.macro_ppl)
         trial.set_user_attr("settings", report.settings.to_dict())
+        # One row per domain in the sweeps' results-table layout, so that plan trials feed
+        # forecasts and reports like sweep points do (plan.py writes them to results.csv).
+        trial.set_user_attr("results", report.rows(self.budgets))
         total = total_cost(generic["flops"], spec_flops, self.budgets.domains_count)
         trial.set_user_attr("total_flops", total)
         if self.spec.frontier:

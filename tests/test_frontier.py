@@ -110,6 +110,15 @@ def test_config_table_macro_averages_and_drops_incomplete_configs() -> None:
     assert configs.spec_flops.iloc[0] == pytest.approx(2.0)
 
 
+def test_rows_without_a_domain_size_are_refused_not_dropped() -> None:
+    df = table(run("slm", "arxiv"), run("slm", "freelaw", domain_tokens=np.nan))
+    with pytest.raises(SpecplanError, match="1 usable row.* no domain_tokens"):
+        frontier.config_table(df)
+    # a failed run without one is no analysis's business
+    assert len(frontier.usable(table(run("slm"), run("slm-pn", domain_tokens=np.nan,
+                                                      status="failed")))) == 1
+
+
 def test_reference_table_interpolates_macro_perplexity_per_domain_size() -> None:
     rows = []
     for budget, ppls in ((1e15, (16.0, 64.0)), (1e17, (4.0, 16.0))):

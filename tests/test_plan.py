@@ -46,6 +46,16 @@ def test_plan_chooses_builds_and_reports(tiny_inputs, tmp_path):
     assert "chosen:" in result.summary and "*" in result.summary
     # the second trial of a strategy reuses its pretraining: said in trials.csv
     assert "reference study's guidance" in result.summary
+    # The finished trials, one row per domain, in the results-table layout forecasts read.
+    from experiments.forecast import read_results
+
+    table = read_results(tmp_path / "out")
+    assert sorted(table["trial"]) == [0, 1, 2] and set(table["domain"]) == {"law"}
+    best = table[table["trial"] == doc["trial"]].iloc[0]
+    assert best["ppl_after"] == pytest.approx(doc["perplexity"]["validation"]["law"])
+    assert best["generic_tokens"] > 0 or best["strategy"] == "slm-nopt"
+    # No --domain-tokens: the domain's size is what its training split holds.
+    assert (table["domain_tokens"] == inputs.domains["law"].train.tokens).all()
 
 
 def test_budgets_that_fit_no_strategy_name_each_minimum(tiny_inputs, tmp_path):
@@ -78,9 +88,9 @@ def cli(*args, cache, **kwargs):
                             **kwargs)
 
 
-def plan_args(corpus_dir, out, trials=4):
+def plan_args(corpus_dir, out, trials=4, pretrain_budget="8e9"):
     return ["plan", "--generic", str(corpus_dir / "generic.jsonl"),
-            "--domain", str(corpus_dir / "law.jsonl"), "--pretrain-budget", "8e9",
+            "--domain", str(corpus_dir / "law.jsonl"), "--pretrain-budget", pretrain_budget,
             "--spec-budget", "2e9", "--sizes", "tiny", "--large", "small", "--seq-len", "32",
             "--vocab-size", "300", "--batch-size", "8", "--strategies", "slm,slm-nopt",
             "--trials", str(trials), "--gpus", "none", "--out", str(out)]
@@ -103,21 +113,25 @@ def finished(out):
 
 def test_sigkill_then_rerun_keeps_finished_trials(corpus_dir, tmp_path):
     out, cache = tmp_path / "out", tmp_path / "cache"
-    proc = cli(*plan_args(corpus_dir, out), cache=cache)
+    # Pretraining long enough (about a second a trial) that the kill lands inside a trial.
+    args = plan_args(corpus_dir, out, pretrain_budget="6e10")
+    proc = cli(*args, cache=cache)
     deadline = time.time() + 240
     while time.time() < deadline:
         states = [t.state.name for t in finished(out)]
         if "COMPLETE" in states and "RUNNING" in states:
             break
-        time.sleep(0.5)
+        time.sleep(0.1)
     else:
         proc.kill()
-        pytest.fail("the plan never had a finished and a running trial")
+        out_text, err_text = proc.communicate()
+        pytest.fail(f"the plan never had a finished and a running trial (last: {states}); "
+                    f"{err_text[-1500:]}")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     before = {t.number: t.value for t in finished(out) if t.state.name == "COMPLETE"}
     assert before and not (out / "plan.json").exists()
-    rerun = cli(*plan_args(corpus_dir, out), cache=cache)
+    rerun = cli(*args, cache=cache)
     stdout, stderr = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, stderr[-2000:]
     trials = finished(out)
