@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from planner.errors import SpecplanError
-from planner.units import parse_count
+from planner.units import format_count, parse_count
 
 PHASES = ("generic", "specialization", "inference")
 
@@ -177,7 +177,7 @@ class InferenceCap:
 
     def describe(self) -> str:
         if self.params is not None:
-            return f"<= {self.params / 1e6:.3g}M parameters"
+            return f"<= {format_count(self.params)} parameters"
         if self.flops_per_token is not None:
             return f"<= {self.flops_per_token:.3g} FLOPs/token"
         return "unlimited"
