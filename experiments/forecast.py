@@ -300,6 +300,9 @@ class StrategyForecast:
         ppl_at_most: the published upper bound, for ``bound``.
         extrapolation: target / largest measured, per axis.
         notes: why a strategy is not forecast, or what to know about its forecast.
+        curve: the forecast along the pretraining budget at the chosen size and
+            specialization, from below the smallest measured budget to beyond the target:
+            lists ``pretrain_flops``, ``ppl``, ``ppl_lo``, ``ppl_hi`` (for plots).
     """
 
     strategy: str
@@ -318,6 +321,7 @@ class StrategyForecast:
     ppl_at_most: float | None = None
     extrapolation: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    curve: dict[str, list[float]] | None = None
 
     @property
     def max_extrapolation(self) -> tuple[str, float] | None:
@@ -541,7 +545,36 @@ def _forecast_strategy(
         spec_tokens=best.spec_tokens, generic_flops=best.generic_flops,
         spec_flops=best.spec_flops, ppl=best.ppl, ppl_lo=best.lo, ppl_hi=best.hi,
         extrapolation=extrapolation, notes=notes,
+        curve=_pretraining_curve(fit, spread, best, price_generic, domain_tokens,
+                                 budgets.pretrain_flops, complete["generic_flops"], q),
     )
+
+
+def _pretraining_curve(fit: laws.LawFit, spread: laws.Uncertainty | None, best: _Candidate,
+                       price_generic: float | None, domain_tokens: float, target: float,
+                       measured: pd.Series, q: tuple[float, float],
+                       points: int = 24) -> dict[str, list[float]] | None:
+    """The chosen configuration's forecast as the pretraining budget varies (see
+    :class:`StrategyForecast`); None without a pretraining target."""
+    if not target > 0:
+        return None
+    spent = measured[measured > 0].astype(float)
+    low = min(float(spent.min()) if len(spent) else target / 10, target) / 1.5
+    high = max(float(spent.max()) if len(spent) else target, target) * 1.5
+    flops = np.geomspace(low, high, points)
+    sizes = {"params_inference": best.params, "spec_tokens": best.spec_tokens,
+             "domain_tokens": domain_tokens,
+             "generic_tokens": flops / (price_generic * best.params) if price_generic
+             else np.zeros(points)}
+    try:
+        ppl = np.broadcast_to(fit.predict(**sizes), flops.shape)
+        lo, hi = ((np.broadcast_to(v, flops.shape) for v in
+                   laws.predict_interval(spread, sizes, q)[1:]) if spread is not None
+                  else (np.full(points, np.nan), np.full(points, np.nan)))
+    except SpecplanError:
+        return None
+    return {"pretrain_flops": flops.tolist(), "ppl": np.asarray(ppl, float).tolist(),
+            "ppl_lo": np.asarray(lo, float).tolist(), "ppl_hi": np.asarray(hi, float).tolist()}
 
 
 def _from_bound(bounds: Sequence[PublishedBound], name: str, budgets,

@@ -186,6 +186,8 @@ def _build_command() -> click.Command:
                   help="Refuse targets beyond this factor of the largest measured run, per axis.")
     @click.option("--n-boot", type=int, default=40, show_default=True,
                   help="Bootstrap refits per strategy for the intervals.")
+    @click.option("--plot", "plot_stem", default=None, metavar="STEM",
+                  help="Also draw the forecast along the pretraining budget: STEM.png, STEM.svg.")
     @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
     @click.pass_context
     def forecast_cmd(ctx: click.Context, **options) -> None:
@@ -199,7 +201,7 @@ def _forecast(ctx: click.Context, *, pretrain_budget, spec_budget, inference_bud
               domain_tokens, utilization, domains_count, results, strategies, backtest_results,
               calibrate, planning_budget, generic, domains, demo, demo_domains, text_field,
               seq_len, vocab_size, tokenizer_dir, sizes, batch_size, device, embedder, seed,
-              max_extrapolation, n_boot, as_json) -> None:
+              max_extrapolation, n_boot, plot_stem, as_json) -> None:
     """The command's body: pick the mode, call the library, print."""
     from experiments import forecast as fc
     from planner.cli import DEFAULT_CACHE, DEMO_BUDGETS, Ctx, load_data, parse_budgets
@@ -211,6 +213,8 @@ def _forecast(ctx: click.Context, *, pretrain_budget, spec_budget, inference_bud
     if n_boot < 1:
         raise SpecplanError(f"--n-boot {n_boot}: give at least 1 bootstrap refit")
     if backtest_results:
+        if plot_stem:
+            raise SpecplanError("--plot draws a forecast; a back-test prints its table only")
         df, _ = _results(backtest_results)
         result = fc.backtest(df, strategies=names, n_boot=n_boot, seed=seed)
         obj.emit(result.to_dict(), backtest_text(result))
@@ -244,6 +248,7 @@ def _forecast(ctx: click.Context, *, pretrain_budget, spec_budget, inference_bud
             max_extrapolation=max_extrapolation, n_boot=n_boot, hours=hours,
             log=lambda line: click.echo(line, err=True),
         )
+        _plot(outcome.forecast, fc.read_results(path), plot_stem)
         obj.emit(outcome.to_dict(), calibration_text(outcome))
         return
     if not results:
@@ -254,4 +259,15 @@ def _forecast(ctx: click.Context, *, pretrain_budget, spec_budget, inference_bud
                             utilization, domains_count)
     result = fc.forecast(df, budgets, strategies=names, max_extrapolation=max_extrapolation,
                          n_boot=n_boot, bounds=bounds, hours=hours, seed=seed)
+    _plot(result, df, plot_stem)
     obj.emit(result.to_dict(), forecast_text(result))
+
+
+def _plot(result, measured, stem: str | None) -> None:
+    """Write the forecast figure (``--plot``) and say where, on stderr."""
+    if not stem:
+        return
+    from experiments.plots import plot_forecast, save_figure
+
+    paths = save_figure(plot_forecast(result, measured), stem)
+    click.echo("forecast plot: " + ", ".join(map(str, paths)), err=True)

@@ -29,7 +29,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from matplotlib.ticker import FuncFormatter, Locator, NullFormatter
+from matplotlib.ticker import FuncFormatter, Locator, MaxNLocator, NullFormatter
 
 from experiments import frontier
 from planner.cost import PROFILES
@@ -40,6 +40,7 @@ __all__ = [
     "DEFAULT_FLOPS_PER_HOUR",
     "DEFAULT_HOURS_LABEL",
     "STRATEGY_COLORS",
+    "plot_forecast",
     "plot_frontier",
     "plot_ppl_vs_pretrain",
     "plot_ppl_vs_spec",
@@ -156,8 +157,9 @@ class _ReadableLogLocator(Locator):
             ticks = [m * 10.0**d for d in decades for m in subs if lo <= m * 10.0**d <= hi]
             if len(ticks) >= 3:
                 break
-        if not ticks:  # a range narrower than the densest ticks: label its ends
-            return [lo, hi]
+        else:  # a range narrower than the densest log ticks (e.g. perplexity 11-17): linear
+            ticks = [t for t in MaxNLocator(nbins=5).tick_values(lo, hi) if lo <= t <= hi]
+            return ticks if len(ticks) >= 2 else [lo, hi]
         stride = -(-len(ticks) // self._MAX_TICKS)
         return ticks[::stride]
 
@@ -176,15 +178,15 @@ def _axis_name(column: str) -> str:
     return _AXIS_NAMES.get(column, column.replace("_", " "))
 
 
-def _legend(fig: Figure) -> Figure:
-    """One legend for the whole figure, beside the panels: a strategy has one colour in every
+def _legend(fig: Figure, loc: str = "outside right upper", ncols: int = 1) -> Figure:
+    """One legend for the whole figure, outside the panels: a strategy has one colour in every
     panel, and with eight strategies a legend inside a panel hides points."""
     handles: dict[str, object] = {}
     for ax in fig.axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
     if handles:
-        fig.legend(list(handles.values()), list(handles), loc="outside right upper",
+        fig.legend(list(handles.values()), list(handles), loc=loc, ncols=ncols,
                    fontsize="small")
     return fig
 
@@ -460,6 +462,80 @@ def _budget_ticks(
         ax.set_yticks(positions, flops)
         ax.set_ylabel(f"{what} (FLOPs)")
         ax.secondary_yaxis("right").set(yticks=positions, yticklabels=hours, ylabel=hours_label)
+
+
+def plot_forecast(
+    result,
+    measured: pd.DataFrame | None = None,
+    *,
+    hours_label: str | None = None,
+) -> Figure:
+    """A forecast as leads read it: perplexity against pretraining budget, per strategy.
+
+    Each forecast strategy's line is its law at the chosen model size and specialization
+    (``StrategyForecast.curve``), with the prediction interval as a band; the dotted vertical
+    line is the asked pretraining budget, the star the recommendation. Strategies over the
+    inference budget are dashed. With ``measured`` (the results table it was fitted on), the
+    runs at the forecast's domain size are dots, so the distance of the extrapolation shows.
+
+    Args:
+        result: an :class:`experiments.forecast.ForecastResult`.
+        measured: the results table, or None.
+        hours_label: label of the device-hours axis (default: the result's device).
+
+    Raises:
+        SpecplanError: when no strategy has a forecast to draw.
+    """
+    drawn = [item for item in result.strategies if item.status == "forecast" and item.curve]
+    if not drawn:
+        raise SpecplanError("plot_forecast: no strategy has a forecast curve (a pretraining "
+                            "budget > 0 and a fitted law are needed)")
+    fig = Figure(figsize=(8.0, 6.0), layout="constrained")
+    ax = fig.subplots()
+    for item in drawn:
+        color = strategy_color(item.strategy)
+        curve = item.curve
+        over = item.within_inference is False
+        ax.plot(curve["pretrain_flops"], curve["ppl"], color=color, lw=1.8,
+                ls="--" if over else "-",
+                label=item.strategy + (" (over inference budget)" if over else ""))
+        ax.fill_between(curve["pretrain_flops"], curve["ppl_lo"], curve["ppl_hi"],
+                        color=color, alpha=0.12, lw=0)
+    if measured is not None and len(measured):
+        configs = frontier.config_table(measured, statuses=("ok", "over-inference-budget"))
+        here = configs[np.isclose(configs["domain_tokens"].astype(float), result.domain_tokens)]
+        for item in drawn:
+            rows = here[(here["strategy"] == item.strategy) & (here["generic_flops"] > 0)]
+            if len(rows) and "spec_budget_flops" in rows.columns:
+                # the runs at the specialization budget nearest the asked one (in log)
+                gap = np.abs(np.log(rows["spec_budget_flops"].astype(float) / result.spec_flops))
+                rows = rows[np.isclose(gap, gap.min())]
+            if len(rows):
+                ax.scatter(rows["generic_flops"], rows["ppl_after"], s=18,
+                           color=strategy_color(item.strategy), edgecolors="black",
+                           linewidths=0.4, zorder=4)
+    ax.axvline(result.pretrain_flops, color="black", ls=":", lw=1,
+               label=f"asked: {_short_number(result.pretrain_flops)} FLOPs")
+    if result.recommendation:
+        chosen = next(i for i in result.strategies if i.strategy == result.recommendation)
+        if chosen.ppl is not None:
+            ax.scatter([result.pretrain_flops], [chosen.ppl], marker="*", s=260, zorder=5,
+                       color=strategy_color(chosen.strategy), edgecolors="black",
+                       label=f"recommended: {chosen.strategy} ({chosen.ppl:.4g})")
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(_ReadableLogLocator())
+    ax.yaxis.set_major_formatter(FuncFormatter(_short_number))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_ylabel("forecast perplexity after fine-tuning (macro)")
+    _cost_axis(ax, "x", "pretraining budget", result.flops_per_device_hour,
+               hours_label or f"{result.hours_device.upper()}-hours")
+    ax.grid(True, which="major", alpha=0.3)
+    low, high = (round(100 * v) for v in result.quantiles)
+    fig.suptitle(f"Forecast at {format_count(result.domain_tokens)} domain tokens, "
+                 f"{_short_number(result.spec_flops)} FLOPs of specialization per domain, "
+                 f"inference {result.inference}\nbands: {low}-{high}% prediction intervals; "
+                 "dots: measured runs (nearest specialization budget)", fontsize="medium")
+    return _legend(fig, loc="outside lower center", ncols=3)
 
 
 def save_figure(fig: Figure, stem: str | Path, *, dpi: int = 150) -> list[Path]:

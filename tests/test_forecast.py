@@ -309,9 +309,11 @@ def test_cli_forecast_prints_json_and_text(monkeypatch, capsys, tmp_path):
     code, out, _ = specplan(monkeypatch, capsys, "--json", *args)
     data = json.loads(out)
     assert code == 0 and data["recommendation"] == "slm-pn" and data["domains_count"] == 20
-    code, out, _ = specplan(monkeypatch, capsys, *args)
+    assert len(data["strategies"][0]["curve"]["ppl"]) == 24  # the law along the budget
+    code, out, err = specplan(monkeypatch, capsys, *args, "--plot", str(tmp_path / "fc"))
     assert "recommendation: slm-pn" in out and "total A100-h" in out
     assert "slm-pn: pretrain 0.667x" in out  # 400 of the 600 GPUh measured
+    assert "forecast plot:" in err and (tmp_path / "fc.png").stat().st_size > 0
 
 
 def test_cli_backtest_on_the_reference(monkeypatch, capsys, tmp_path):

@@ -136,3 +136,35 @@ def test_unknown_strategy_gets_a_stable_spare_colour() -> None:
     colour = plots.strategy_color("slm-new")
     assert colour == plots.strategy_color("slm-new")
     assert colour not in plots.STRATEGY_COLORS.values()
+
+
+def test_forecast_plot_draws_each_law_its_band_the_target_and_the_choice(tmp_path: Path) -> None:
+    from experiments import forecast as fc
+    from planner.cost import parse_budget, parse_inference_budget
+    from strategies.base import Budgets
+
+    reference = fc.load_reference_results()
+    budgets = Budgets(pretrain_flops=parse_budget("400h@a100"),
+                      spec_flops=parse_budget("1h@a100"),
+                      inference=parse_inference_budget("126M"), domain_tokens=8e6,
+                      domains_count=20)
+    result = fc.forecast(reference, budgets, bounds=fc.reference_bounds(reference), n_boot=8)
+    fig = plots.plot_forecast(result, reference)
+    ax = fig.axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert {"slm", "slm-mix", "slm-pn", "llm (over inference budget)"} <= set(lines)
+    assert lines["llm (over inference budget)"].get_linestyle() == "--"
+    # the curve passes through the forecast at the asked budget
+    slm = result.get("slm")
+    x, y = (np.asarray(v, float) for v in lines["slm"].get_data())
+    assert np.interp(np.log(result.pretrain_flops), np.log(x), y) == pytest.approx(slm.ppl,
+                                                                                   rel=1e-3)
+    assert len(ax.collections) >= 4 + 1  # one band per strategy, dots, the star
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert any(t.startswith("recommended: slm-mix") for t in legend)
+    assert any(t.startswith("asked: 1.8e20") for t in legend)
+    assert "FLOPs" in ax.get_xlabel() and secondary_labels(ax) == ["A100-hours"]
+    written(fig, tmp_path)
+    result.strategies = [s for s in result.strategies if s.status != "forecast"]
+    with pytest.raises(SpecplanError, match="no strategy has a forecast curve"):
+        plots.plot_forecast(result)
