@@ -1250,10 +1250,12 @@ def calibrate(
             axis = _axis(strategy_of[name])
             own = own_rows(name, axis)
             if len(own) and not widths[name][2]:
-                reserved[name] = min(
+                finish = min(
                     (_completion_cost(r, own, axis, candidates, costs, len(inputs.domains))
                      for r in candidates if r.strategy == name and r.key in costs),
                     default=math.inf)
+                if math.isfinite(finish):  # one that can no longer be finished holds nothing
+                    reserved[name] = finish
         chosen, chosen_score, chosen_cost = None, 0.0, 0.0
         for rung in candidates:
             strategy = strategy_of[rung.strategy]
