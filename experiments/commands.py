@@ -65,7 +65,7 @@ def sweep(obj, config_path, out, workers, gpus) -> None:
               "are written; default: <results folder>/plots/<kind>).")
 @click.pass_obj
 def plot(obj, results, kind, stem) -> None:
-    """Draw one figure from a results table (a sweep folder, .parquet or .csv)."""
+    """Draw one figure from a results table (a sweep or plan folder, .parquet or .csv)."""
     from experiments.plots import save_figure
     from experiments.report import make_figure
     from experiments.sweep import read_results

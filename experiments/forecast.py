@@ -555,26 +555,30 @@ def _pretraining_curve(fit: laws.LawFit, spread: laws.Uncertainty | None, best: 
                        measured: pd.Series, q: tuple[float, float],
                        points: int = 24) -> dict[str, list[float]] | None:
     """The chosen configuration's forecast as the pretraining budget varies (see
-    :class:`StrategyForecast`); None without a pretraining target."""
+    :class:`StrategyForecast`), over the budgets its law can forecast; None without a
+    pretraining target. A strategy without pretraining gets a flat curve: the pretraining
+    budget does not change it, which is worth seeing beside those it does."""
     if not target > 0:
         return None
     spent = measured[measured > 0].astype(float)
     low = min(float(spent.min()) if len(spent) else target / 10, target) / 1.5
     high = max(float(spent.max()) if len(spent) else target, target) * 1.5
-    flops = np.geomspace(low, high, points)
-    sizes = {"params_inference": best.params, "spec_tokens": best.spec_tokens,
-             "domain_tokens": domain_tokens,
-             "generic_tokens": flops / (price_generic * best.params) if price_generic
-             else np.zeros(points)}
-    try:
-        ppl = np.broadcast_to(fit.predict(**sizes), flops.shape)
-        lo, hi = ((np.broadcast_to(v, flops.shape) for v in
-                   laws.predict_interval(spread, sizes, q)[1:]) if spread is not None
-                  else (np.full(points, np.nan), np.full(points, np.nan)))
-    except SpecplanError:
-        return None
-    return {"pretrain_flops": flops.tolist(), "ppl": np.asarray(ppl, float).tolist(),
-            "ppl_lo": np.asarray(lo, float).tolist(), "ppl_hi": np.asarray(hi, float).tolist()}
+    curve: dict[str, list[float]] = {"pretrain_flops": [], "ppl": [], "ppl_lo": [],
+                                     "ppl_hi": []}
+    for flops in np.geomspace(low, high, points):
+        sizes = {"params_inference": best.params, "spec_tokens": best.spec_tokens,
+                 "domain_tokens": domain_tokens,
+                 "generic_tokens": flops / (price_generic * best.params) if price_generic
+                 else 0.0}
+        try:  # a term fitted at one level forecasts only near it: keep the points it can
+            ppl = float(fit.predict(**sizes))
+            lo, hi = ((float(v) for v in laws.predict_interval(spread, sizes, q)[1:])
+                      if spread is not None else (math.nan, math.nan))
+        except SpecplanError:
+            continue
+        for key, value in zip(curve, (float(flops), ppl, lo, hi)):
+            curve[key].append(value)
+    return curve if len(curve["ppl"]) >= 2 else None
 
 
 def _from_bound(bounds: Sequence[PublishedBound], name: str, budgets,
@@ -1250,9 +1254,11 @@ def calibrate(
             axis = _axis(strategy_of[name])
             own = own_rows(name, axis)
             if len(own) and not widths[name][2]:
+                sizes = set(own["params_inference"])  # the loop keeps it at its size
                 finish = min(
                     (_completion_cost(r, own, axis, candidates, costs, len(inputs.domains))
-                     for r in candidates if r.strategy == name and r.key in costs),
+                     for r in candidates
+                     if r.strategy == name and r.key in costs and r.params in sizes),
                     default=math.inf)
                 if math.isfinite(finish):  # one that can no longer be finished holds nothing
                     reserved[name] = finish

@@ -248,8 +248,8 @@ def _forecast(ctx: click.Context, *, pretrain_budget, spec_budget, inference_bud
             max_extrapolation=max_extrapolation, n_boot=n_boot, hours=hours,
             log=lambda line: click.echo(line, err=True),
         )
-        _plot(outcome.forecast, fc.read_results(path), plot_stem)
         obj.emit(outcome.to_dict(), calibration_text(outcome))
+        _plot(outcome.forecast, fc.read_results(path), plot_stem)
         return
     if not results:
         raise SpecplanError("give --results PATH|reference, --backtest PATH|reference, or "
@@ -259,15 +259,20 @@ def _forecast(ctx: click.Context, *, pretrain_budget, spec_budget, inference_bud
                             utilization, domains_count)
     result = fc.forecast(df, budgets, strategies=names, max_extrapolation=max_extrapolation,
                          n_boot=n_boot, bounds=bounds, hours=hours, seed=seed)
-    _plot(result, df, plot_stem)
     obj.emit(result.to_dict(), forecast_text(result))
+    _plot(result, df, plot_stem)
 
 
 def _plot(result, measured, stem: str | None) -> None:
-    """Write the forecast figure (``--plot``) and say where, on stderr."""
+    """Write the forecast figure (``--plot``) and say where, on stderr. It comes after the
+    forecast is printed, so a figure that cannot be drawn costs a warning, not the answer."""
     if not stem:
         return
     from experiments.plots import plot_forecast, save_figure
 
-    paths = save_figure(plot_forecast(result, measured), stem)
+    try:
+        paths = save_figure(plot_forecast(result, measured), stem)
+    except SpecplanError as err:
+        click.echo(f"warning: no forecast plot: {err}", err=True)
+        return
     click.echo("forecast plot: " + ", ".join(map(str, paths)), err=True)

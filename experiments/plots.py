@@ -475,7 +475,8 @@ def plot_forecast(
     Each forecast strategy's line is its law at the chosen model size and specialization
     (``StrategyForecast.curve``), with the prediction interval as a band; the dotted vertical
     line is the asked pretraining budget, the star the recommendation. Strategies over the
-    inference budget are dashed. With ``measured`` (the results table it was fitted on), the
+    inference budget are dashed, strategies without pretraining dash-dotted (flat). With
+    ``measured`` (the results table it was fitted on), the
     runs at the forecast's domain size are dots, so the distance of the extrapolation shows.
 
     Args:
@@ -496,9 +497,11 @@ def plot_forecast(
         color = strategy_color(item.strategy)
         curve = item.curve
         over = item.within_inference is False
+        flat = not item.generic_tokens  # no pretraining: the budget does not move it
         ax.plot(curve["pretrain_flops"], curve["ppl"], color=color, lw=1.8,
-                ls="--" if over else "-",
-                label=item.strategy + (" (over inference budget)" if over else ""))
+                ls="--" if over else "-." if flat else "-",
+                label=item.strategy + (" (over inference budget)" if over else
+                                       " (no pretraining)" if flat else ""))
         ax.fill_between(curve["pretrain_flops"], curve["ppl_lo"], curve["ppl_hi"],
                         color=color, alpha=0.12, lw=0)
     if measured is not None and len(measured):

@@ -341,7 +341,8 @@ def write_report(
     out_dir = Path(out_dir)
     df = results.reset_index(drop=True)
     names = sorted(df["sweep"].dropna().unique()) if "sweep" in df.columns else []
-    title = title or f"Sweep report: {', '.join(map(str, names)) or 'results'}"
+    title = title or (f"Sweep report: {', '.join(map(str, names))}" if names
+                      else "Results report")
     figures = build_figures(df, chosen=chosen)
     total_view, changes = total_cost_view(df)
     sections = [

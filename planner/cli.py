@@ -7,6 +7,7 @@ Machine-readable output (``--json``) goes to stdout; logs and progress go to std
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -25,10 +26,21 @@ class Ctx:
 
     def emit(self, data, text: str) -> None:
         """JSON on stdout with ``--json``, the human text otherwise."""
-        if self.as_json:
-            click.echo(json.dumps(data, indent=2, default=_jsonable))
+        if self.as_json:  # strict JSON: a missing number (NaN) is null, as parsers expect
+            click.echo(json.dumps(_finite(data), indent=2, default=_jsonable, allow_nan=False))
         else:
             click.echo(text)
+
+
+def _finite(value):
+    """``value`` with every non-finite float replaced by None (recursively)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _jsonable(value):

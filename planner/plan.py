@@ -276,6 +276,8 @@ def finish(study, spec, inputs, out_dir: Path, checks, retried, search_seconds) 
                for row in t.user_attrs.get("results", [])]
     if results:  # the finished trials as a results table: `specplan forecast --results OUT`
         write_text(out_dir / "results.csv", pd.DataFrame(results).to_csv(index=False))
+    # Trials a resumed study finished before specplan recorded their rows.
+    rowless = sum(1 for t in trials if t.state.name == "COMPLETE" and "results" not in t.user_attrs)
     done = [t for t in completed(study) if feasible(t)]
     if not done:
         raise SpecplanError(f"no feasible trial finished in study {study.study_name}; see "
@@ -338,6 +340,7 @@ def finish(study, spec, inputs, out_dir: Path, checks, retried, search_seconds) 
         "search_seconds": search_seconds,
         "final_run_seconds": final_seconds,
         "trials": len(trials),
+        "trials_without_results_rows": rowless,
     }
     write_json(out_dir / "plan.json", plan_doc)
     return PlanResult(out_dir, plan_doc, summary_text(frame, plan_doc))
@@ -391,8 +394,9 @@ def summary_text(frame, plan_doc: dict) -> str:
     for name in untried:
         reason = frame[frame["strategy"] == name]["status"].iloc[0]
         rows.append({" ": "", "strategy": name, "trials": int((frame["strategy"] == name).sum()),
-                     "ppl before FT": float("nan"), "val ppl": float("nan"), "generic FLOPs": float("nan"),
-                     "spec FLOPs": float("nan"), "total FLOPs": float("nan"), "feasible": False,
+                     "ppl before FT": float("nan"), "val ppl": float("nan"),
+                     "generic FLOPs": float("nan"), "spec FLOPs": float("nan"),
+                     "total FLOPs": float("nan"), "feasible": False,
                      "note": reason[:60]})
     p = plan_doc
     lines.append(table(rows))
@@ -405,6 +409,9 @@ def summary_text(frame, plan_doc: dict) -> str:
     lines.append(f"reference study's guidance: {g['strategy']} ({g['reason']}); "
                  f"{'this plan agrees' if g['agrees'] else 'this plan differs at this scale'}")
     lines.append(f"model: {', '.join(p['model_dirs'].values())}")
+    if p.get("trials_without_results_rows"):
+        lines.append(f"results.csv leaves out {p['trials_without_results_rows']} trial(s) "
+                     "finished by an older specplan (no per-domain rows were recorded)")
     speed = p["inference_speed"]
     lines.append(f"inference: {speed['tokens_per_second']:.0f} tokens/s (batch "
                  f"{speed['batch_size']}), {speed['latency_ms_per_token']:.2f} ms/token (batch 1)")

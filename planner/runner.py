@@ -13,6 +13,7 @@ from planner.errors import BudgetError
 from planner.evaluate import perplexity
 from planner.io import atomic_dir
 from planner.train import evaluate_loss, resolve_device
+from planner.units import format_count
 from strategies import get_strategy
 from strategies.base import CostEstimate, Settings, Strategy, save_model, settings_json
 
@@ -60,13 +61,18 @@ class RunReport:
 
     def rows(self, budgets) -> list[dict]:
         generic = self.generic_ledger.totals()["generic"]
+        # Without a cut, the run's domain size (what analyses group configs by) is the mean of
+        # its domains' training tokens; each domain's own size is in domain_train_tokens.
+        sizes = [d.train_tokens for d in self.domains if d.train_tokens]
+        shared_tokens = round(sum(sizes) / len(sizes)) if sizes else None
         out = []
         for d in self.domains:
             spec = d.ledger.totals()["specialization"]
             out.append({
                 "run_id": self.run_id, "strategy": self.strategy,
                 "settings": settings_json(self.settings), "domain": d.domain,
-                "domain_tokens": budgets.domain_tokens or d.train_tokens,
+                "domain_tokens": budgets.domain_tokens or shared_tokens,
+                "domain_train_tokens": d.train_tokens,
                 "pretrain_budget_flops": budgets.pretrain_flops,
                 "spec_budget_flops": budgets.spec_flops,
                 "params_inference": self.estimate.params_inference,
@@ -100,7 +106,7 @@ def plan_check(strategy: Strategy, settings: Settings, ws) -> tuple[CostEstimate
                       params=estimate.params_inference):
         if strategy.respects_inference_budget:
             raise BudgetError(
-                f"{strategy.name}: the deployed model ({estimate.params_inference / 1e6:.3g}M "
+                f"{strategy.name}: the deployed model ({format_count(estimate.params_inference)} "
                 f"params, {estimate.inference_flops_per_token:.3g} FLOPs/token) breaks the "
                 f"inference budget ({cap.describe()}); pick a smaller size or raise "
                 f"--inference-budget"

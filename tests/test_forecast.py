@@ -307,7 +307,7 @@ def test_cli_forecast_prints_json_and_text(monkeypatch, capsys, tmp_path):
     args = ("--cache", str(tmp_path), *REFERENCE_ARGS, "--pretrain-budget", "400h@a100",
             "--strategies", "slm,slm-pn,slm-is", "--n-boot", "4")
     code, out, _ = specplan(monkeypatch, capsys, "--json", *args)
-    data = json.loads(out)
+    data = json.loads(out, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
     assert code == 0 and data["recommendation"] == "slm-pn" and data["domains_count"] == 20
     assert len(data["strategies"][0]["curve"]["ppl"]) == 24  # the law along the budget
     code, out, err = specplan(monkeypatch, capsys, *args, "--plot", str(tmp_path / "fc"))

@@ -48,6 +48,15 @@ def test_pretraining_artifact_reused_for_second_domain(tiny_ws, tiny_inputs, mon
     assert second.generic_ledger.totals() == first.generic_ledger.totals()
 
 
+def test_rows_share_one_domain_size_per_run_and_keep_each_domains_own(tiny_ws, tiny_inputs):
+    assert tiny_ws.budgets.domain_tokens is None  # no cut: each domain keeps all its data
+    report = run_strategy("slm-nopt", {}, tiny_ws, tiny_inputs.domains)
+    rows = report.rows(tiny_ws.budgets)
+    own = [tiny_inputs.domains[r["domain"]].train.tokens for r in rows]
+    assert [r["domain_train_tokens"] for r in rows] == own and len(set(own)) > 1
+    assert {r["domain_tokens"] for r in rows} == {round(sum(own) / len(own))}
+
+
 def test_artifact_key_follows_what_shapes_the_weights(tiny_ws):
     from dataclasses import replace
 
