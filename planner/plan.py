@@ -225,13 +225,18 @@ def distributed_worker(study, spec: PlanSpec) -> int:
         if dist.get_rank() == 0:
             ran = run_worker(study, objective, spec.trials, catch=_oom_errors())
             broadcast(None)  # tells the other ranks the study is done
-            return ran
-        while (params := broadcast(None)) is not None:
-            try:
-                objective.evaluate(FollowerTrial(), params)
-            except (optuna.TrialPruned, *_oom_errors()):
-                pass
-        return 0
+        else:
+            ran = 0
+            while (params := broadcast(None)) is not None:
+                try:
+                    objective.evaluate(FollowerTrial(), params)
+                except (optuna.TrialPruned, *_oom_errors()):
+                    pass
+        # Every rank is out of its last collective before any tears the group down: rank 0
+        # leaving while another still read the final broadcast aborted it now and then (gloo:
+        # "terminate called without an active exception").
+        dist.barrier()
+        return ran
     finally:
         dist.destroy_process_group()
 
