@@ -996,7 +996,7 @@ def _levels(values: Iterable[float]) -> np.ndarray:
     logs = np.sort(np.log10([v for v in values if v > 0]))
     if logs.size == 0:
         return logs
-    return logs[np.concatenate([[True], np.diff(logs) > 0.25])]
+    return logs[np.concatenate([[True], np.diff(logs) > laws.LEVEL_DECADES])]
 
 
 def _usefulness(rung: _Rung, own: pd.DataFrame, budget_axis: str, target_budget: float,
@@ -1019,7 +1019,7 @@ def _usefulness(rung: _Rung, own: pd.DataFrame, budget_axis: str, target_budget:
         if before > 0:
             gains.append(1.0 if math.isinf(before) else (before - max(after, 0.0)) / before)
         levels = _levels(measured)
-        if len(levels) < 3 and np.all(np.abs(levels - math.log10(value)) > 0.25):
+        if len(levels) < 3 and np.all(np.abs(levels - math.log10(value)) > laws.LEVEL_DECADES):
             gains.append(_NEW_LEVEL_GAIN if fitted else 1.0)
     return max(gains)
 
@@ -1047,7 +1047,7 @@ def _completion_cost(rung: _Rung, own: pd.DataFrame, axis: str, candidates: Sequ
                 or other.key not in costs or other.key == rung.key):
             continue
         level = math.log10(_rung_budget(other, axis))
-        if all(abs(level - t) > 0.25 for t in taken):
+        if all(abs(level - t) > laws.LEVEL_DECADES for t in taken):
             key = round(level, 3)
             cheapest[key] = min(cheapest.get(key, math.inf), costs[other.key])
     missing = _runs_to_fit(n_domains) - len(_levels(10.0 ** np.array(taken)))

@@ -97,6 +97,7 @@ except ImportError:  # optional: fits are correct without it, only slower on a b
 
 __all__ = [
     "DEFAULT_EXPONENTS",
+    "LEVEL_DECADES",
     "REFERENCE_SIZES",
     "SIZE_COLUMNS",
     "LawFit",
@@ -124,7 +125,7 @@ _PRETRAINS_IN_SPECIALIZATION = frozenset({"slm-is"})
 _NO_PRETRAINING = frozenset({"slm-nopt"})
 
 _REPETITION_HALF_LIFE = 15.4  # R* of Muennighoff et al. 2023 (Eq. 5, fitted R_D*)
-_LEVEL_DECADES = 0.25  # sizes closer than this (in log10) count as one level
+LEVEL_DECADES = 0.25  # sizes closer than this (in log10) count as one level
 _HUBER_DELTA = 1e-2
 _USABLE_STATUSES = ("ok", "over-inference-budget")
 _EXPONENT_BOUNDS = (1e-3, 3.0)
@@ -163,10 +164,18 @@ def _variables(strategy: str, columns: Mapping[str, np.ndarray]) -> dict[str, np
     return out
 
 
+def _level_index(values: np.ndarray) -> np.ndarray:
+    """The level of each value: clusters of log10 values separated by more than
+    :data:`LEVEL_DECADES`, numbered from the smallest."""
+    logs = np.log10(values)
+    order = np.argsort(logs)
+    index = np.empty(len(logs), dtype=int)
+    index[order] = np.concatenate([[0], np.diff(logs[order]) > LEVEL_DECADES]).cumsum()
+    return index
+
+
 def _count_levels(values: np.ndarray) -> int:
-    """Number of clusters of log10 values separated by more than a quarter decade."""
-    logs = np.sort(np.log10(values))
-    return 1 + int(np.sum(np.diff(logs) > _LEVEL_DECADES))
+    return int(_level_index(values).max()) + 1
 
 
 def _is_log_param(name: str) -> bool:
@@ -285,7 +294,7 @@ class LawFit:
 
     def _check_folded(self, var: str, values: np.ndarray, columns: Sequence[str]) -> None:
         lo, hi = self.support[var]
-        slack = 10 ** (_LEVEL_DECADES / 2)
+        slack = 10 ** (LEVEL_DECADES / 2)
         if np.any((values < lo / slack) | (values > hi * slack)):
             raise SpecplanError(
                 f"predict: the {self.strategy} law was fit at one level of {list(columns)} "
@@ -624,20 +633,14 @@ def bootstrap(
 def _log_loss_errors(fit: LawFit, runs: pd.DataFrame) -> np.ndarray:
     """``log(predicted loss) - log(observed loss)`` of each run (NaN for an unfitted domain)."""
     out = np.full(len(runs), np.nan)
-    observed = np.log(np.log(runs["ppl_after"].to_numpy(dtype=float)))
-    for i, (_, run) in enumerate(runs.iterrows()):
-        if f"E[{run['domain']}]" in fit.params:
-            sizes = {c: float(run[c]) for c in SIZE_COLUMNS if c in runs.columns}
-            out[i] = np.log(np.log(float(fit.predict(domain=str(run["domain"]), **sizes))))
-    return out - observed
-
-
-def _top_level(values: np.ndarray) -> np.ndarray:
-    """Mask of the runs at the largest level (see :func:`_count_levels`)."""
-    logs = np.log10(values)
-    ordered = np.sort(logs)
-    gaps = np.flatnonzero(np.diff(ordered) > _LEVEL_DECADES)
-    return logs > ordered[gaps[-1]] if len(gaps) else np.ones(len(values), bool)
+    domains = runs["domain"].astype(str).to_numpy()
+    for domain in fit.domains:
+        mine = domains == domain
+        if mine.any():
+            sizes = {c: runs[c].to_numpy(dtype=float)[mine] for c in SIZE_COLUMNS
+                     if c in runs.columns}
+            out[mine] = np.log(np.log(fit.predict(domain=domain, **sizes)))
+    return out - np.log(np.log(runs["ppl_after"].to_numpy(dtype=float)))
 
 
 @dataclass
@@ -755,7 +758,8 @@ def _drift(runs: pd.DataFrame, strategy: str, values: np.ndarray, noise: float, 
     """(drift per decade, or None and why): see :class:`Uncertainty`."""
     if _count_levels(values) < 3:
         return None, "fewer than three levels of the budget's size in the runs"
-    held = _top_level(values)
+    level = _level_index(values)
+    held = level == level.max()
     try:
         lower = fit_law(runs[~held], strategy, n_inits=8, seed=seed, fixed=fixed)
     except SpecplanError as err:

@@ -127,9 +127,14 @@ def _cost_axis(
         hours.set_ylabel(hours_label)
         axes = (ax.yaxis, hours.yaxis)
     for axis in axes:
-        axis.set_major_locator(_ReadableLogLocator())
-        axis.set_major_formatter(FuncFormatter(_short_number))
-        axis.set_minor_formatter(NullFormatter())
+        _readable_log_ticks(axis)
+
+
+def _readable_log_ticks(axis) -> None:
+    """Few short labels on a log axis (see :class:`_ReadableLogLocator`)."""
+    axis.set_major_locator(_ReadableLogLocator())
+    axis.set_major_formatter(FuncFormatter(_short_number))
+    axis.set_minor_formatter(NullFormatter())
 
 
 class _ReadableLogLocator(Locator):
@@ -526,9 +531,7 @@ def plot_forecast(
                        color=strategy_color(chosen.strategy), edgecolors="black",
                        label=f"recommended: {chosen.strategy} ({chosen.ppl:.4g})")
     ax.set_yscale("log")
-    ax.yaxis.set_major_locator(_ReadableLogLocator())
-    ax.yaxis.set_major_formatter(FuncFormatter(_short_number))
-    ax.yaxis.set_minor_formatter(NullFormatter())
+    _readable_log_ticks(ax.yaxis)
     ax.set_ylabel("forecast perplexity after fine-tuning (macro)")
     _cost_axis(ax, "x", "pretraining budget", result.flops_per_device_hour,
                hours_label or f"{result.hours_device.upper()}-hours")
