@@ -1239,9 +1239,15 @@ def calibrate(
 
     runs: list[LadderRun] = []
     spent, done = 0.0, set()
+
     def own_rows(name: str, axis: str) -> pd.DataFrame:
         return (table[table["strategy"] == name] if len(table)
                 else pd.DataFrame(columns=[axis, "params_inference"]))
+
+    def at_its_size(rung: _Rung, own: pd.DataFrame, fitted: bool) -> bool:
+        """Until its law is fittable a strategy stays at the size it started with: a second
+        size would add a size term to fit."""
+        return fitted or not len(own) or rung.params in set(own["params_inference"])
 
     while True:
         widths = {name: _current_width(table, budgets, name, n_boot) for name in names}
@@ -1254,11 +1260,10 @@ def calibrate(
             axis = _axis(strategy_of[name])
             own = own_rows(name, axis)
             if len(own) and not widths[name][2]:
-                sizes = set(own["params_inference"])  # the loop keeps it at its size
                 finish = min(
                     (_completion_cost(r, own, axis, candidates, costs, len(inputs.domains))
-                     for r in candidates
-                     if r.strategy == name and r.key in costs and r.params in sizes),
+                     for r in candidates if r.strategy == name and r.key in costs
+                     and at_its_size(r, own, fitted=False)),
                     default=math.inf)
                 if math.isfinite(finish):  # one that can no longer be finished holds nothing
                     reserved[name] = finish
@@ -1276,8 +1281,8 @@ def calibrate(
                 continue
             own = own_rows(rung.strategy, axis)
             width, target_params, fitted = widths[rung.strategy]
-            if not fitted and len(own) and rung.params not in set(own["params_inference"]):
-                continue  # a second size adds a size term: first make the law fittable
+            if not at_its_size(rung, own, fitted):
+                continue
             need = (cost if fitted else _completion_cost(rung, own, axis, candidates, costs,
                                                          len(inputs.domains)))
             others = sum(v for k, v in reserved.items() if k != rung.strategy)
