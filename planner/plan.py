@@ -276,14 +276,14 @@ def finish(study, spec, inputs, out_dir: Path, checks, retried, search_seconds) 
     trials = study.get_trials(deepcopy=False)
     frame = pd.DataFrame([trial_row(t) for t in trials])
     write_text(out_dir / "trials.csv", frame.to_csv(index=False))
+    finished = completed(study)
     results = [{"trial": t.number, "size": t.params.get("size"), **row}
-               for t in trials if t.state.name == "COMPLETE"
-               for row in t.user_attrs.get("results", [])]
+               for t in finished for row in t.user_attrs.get("results", [])]
     if results:  # the finished trials as a results table: `specplan forecast --results OUT`
         write_text(out_dir / "results.csv", pd.DataFrame(results).to_csv(index=False))
     # Trials a resumed study finished before specplan recorded their rows.
-    rowless = sum(1 for t in trials if t.state.name == "COMPLETE" and "results" not in t.user_attrs)
-    done = [t for t in completed(study) if feasible(t)]
+    rowless = sum(1 for t in finished if "results" not in t.user_attrs)
+    done = [t for t in finished if feasible(t)]
     if not done:
         raise SpecplanError(f"no feasible trial finished in study {study.study_name}; see "
                             f"{out_dir / 'trials.csv'} for why, and raise the budgets or --trials")
