@@ -5,12 +5,12 @@ Both selectors pick generic training data for the same domain, in one process, o
 
 * ``clusters`` (``slm-is``, reference study v2 §2.4): a k-means clustering of the generic train
   windows (hashed n-gram embedder), the domain's cluster histogram, and a draw of windows with
-  replacement that matches it (:func:`planner.sampling.resample_to_histogram`). The clustering
+  replacement that matches it (:func:`strategies.importance.resample.resample_to_histogram`). The clustering
   is shared by every domain, so it is timed apart ("one-off"); the per-domain part is the
   domain's histogram plus the draw.
 * ``dsir`` (Xie et al. 2023, the ``data-selection`` package): hashed n-gram models of both
   corpora, a log importance weight per generic document, a seeded draw of documents without
-  replacement, mapped to their windows (:func:`strategies.importance.dsir_window_stream`, the
+  replacement, mapped to their windows (:func:`strategies.importance.strategy.dsir_window_stream`, the
   code ``slm-is`` runs with ``resampler="dsir"``). All of it depends on the domain: per-domain.
 * ``uniform``: generic windows in shuffled order, no selection (the reference point).
 
@@ -40,13 +40,14 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from planner.clustering import fit_clustering, histogram_entropy  # noqa: E402
-from planner.evaluate import perplexity  # noqa: E402
-from planner.sampling import resample_to_histogram  # noqa: E402
-from planner.train import TrainConfig  # noqa: E402
-from planner.workspace import Workspace  # noqa: E402
-from strategies.base import Budgets, step_flops, steps_within  # noqa: E402
-from strategies.importance import dsir_window_stream  # noqa: E402
+from planner.core.budgets import Budgets
+from planner.data.clustering import fit_clustering, histogram_entropy  # noqa: E402
+from planner.engine.evaluate import perplexity  # noqa: E402
+from planner.engine.train import TrainConfig  # noqa: E402
+from strategies.base import step_flops, steps_within
+from strategies.importance.resample import resample_to_histogram  # noqa: E402
+from strategies.importance.strategy import dsir_window_stream  # noqa: E402
+from strategies.workspace import Workspace  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -114,7 +115,7 @@ def train_on(ws: Workspace, indices: torch.Tensor, domain, lr: float, label: str
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    from planner.inputs import demo_inputs
+    from planner.data.inputs import demo_inputs
 
     with tempfile.TemporaryDirectory(prefix="is-bench-") as tmp:
         cache = args.cache or Path(tmp)

@@ -30,10 +30,10 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    from planner.cli import DEMO_BUDGETS, DEMO_DOMAIN_TOKENS
-    from planner.cost import parse_inference_budget
-    from planner.plan import load_plan_inputs, plan
-    from planner.search import PlanSpec
+    from planner.core.budgets import parse_inference_budget
+    from planner.data.demo import DEMO_BUDGETS, DEMO_DOMAIN_TOKENS
+    from planner.search.plan import load_plan_inputs, plan
+    from planner.search.study import PlanSpec
     from strategies import available
 
     names = args.strategies.split(",") if args.strategies else available()

@@ -1,6 +1,6 @@
 """Pretraining throughput of ``slm-pn`` against ``slm`` at the same inference size.
 
-Both models train through the one engine (:func:`planner.train.train`) on the same windows for
+Both models train through the one engine (:func:`planner.engine.train.train`) on the same windows for
 the same number of steps, in one process, alternating in rounds so that load from other jobs
 falls on both alike. Wall-clock tokens/s come from the engine; tokens per process CPU-second are
 printed beside them because on shared cores the wall clock also counts other jobs' time. The
@@ -21,12 +21,19 @@ from pathlib import Path
 
 import torch
 
-from planner.cost import Ledger
-from planner.models import SIZES, model_shape
-from planner.train import TrainConfig, WindowSampler, resolve_device, train
-from strategies.projected import (
-    ClusterBatches, ExpertCoefficients, ProjectedNetwork, basis_params, conditioned_loss,
-    materialise, projected_train_flops_per_token, shared_params,
+from planner.core.cost import Ledger
+from planner.engine.devices import resolve_device
+from planner.engine.models import SIZES, model_shape
+from planner.engine.train import TrainConfig, WindowSampler, train
+from strategies.projected.strategy import (
+    ClusterBatches,
+    ExpertCoefficients,
+    ProjectedNetwork,
+    basis_params,
+    conditioned_loss,
+    materialise,
+    projected_train_flops_per_token,
+    shared_params,
 )
 
 PAPER_SLOWDOWN = 3.6 / 2.2  # GPUh per 1B tokens, PN / SLM (v2 Table 2)
@@ -54,8 +61,8 @@ def parse_args() -> argparse.Namespace:
 def windows_and_clusters(args) -> tuple[torch.Tensor, torch.Tensor, int]:
     """(windows (n, T), cluster of each (n,), vocabulary size)."""
     if args.demo:
-        from planner.clustering import fit_clustering
-        from planner.inputs import demo_inputs
+        from planner.data.clustering import fit_clustering
+        from planner.data.inputs import demo_inputs
 
         inputs = demo_inputs(Path(args.cache))
         clustering = fit_clustering(inputs.generic.train, k=args.k, cache_dir=args.cache)

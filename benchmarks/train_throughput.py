@@ -1,4 +1,4 @@
-"""Training throughput: specplan's engine (``planner.train.train``) against transformers' Trainer.
+"""Training throughput: specplan's engine (``planner.engine.train.train``) against transformers' Trainer.
 
 Both sides train the same thing, in one process, alternating run by run (engine, Trainer,
 engine, Trainer...) after one short warm-up run of each, so that noise from other processes on
@@ -7,7 +7,7 @@ engine / Trainer (the baseline is the Trainer).
 
 Same on both sides:
 
-* the model: ``planner.models.model_shape(size, ...).build(seed)``, a ``LlamaForCausalLM`` built
+* the model: ``planner.engine.models.model_shape(size, ...).build(seed)``, a ``LlamaForCausalLM`` built
   afresh with the same seed before every run (outside the timed region), fp32 on the CPU;
 * the data: the same (n, seq_len) token windows (random ids, or the demo generic corpus with
   ``--demo``), shuffled by each side's own sampler, ``--batch-size`` windows per step, no
@@ -21,8 +21,8 @@ Same on both sides:
 
 What each timed region includes (wall clock around one call, model built beforehand):
 
-* engine: ``train(...)``: optimizer creation (``planner.train.build_optimizer``), per step the
-  lr update, batch assembly by :class:`planner.train.WindowSampler`, forward, ``lm_loss``,
+* engine: ``train(...)``: optimizer creation (``planner.engine.train.build_optimizer``), per step the
+  lr update, batch assembly by :class:`planner.engine.train.WindowSampler`, forward, ``lm_loss``,
   backward, the running train loss, clipping, ``optimizer.step`` and ``zero_grad``; the ledger
   charge at the end. No validation (``valid=None``), no checkpoints.
 * Trainer: ``Trainer.train()``: optimizer (its default, ``adamw_torch_fused`` on torch >= 2.8)
@@ -54,15 +54,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from planner.cost import Ledger  # noqa: E402
-from planner.models import SIZES, model_shape  # noqa: E402
-from planner.train import TrainConfig, WindowSampler, train  # noqa: E402
+from planner.core.cost import Ledger  # noqa: E402
+from planner.engine.models import SIZES, model_shape  # noqa: E402
+from planner.engine.train import TrainConfig, WindowSampler, train  # noqa: E402
 
 
 def make_windows(args) -> tuple[torch.Tensor, int]:
     """(windows, vocab_size): demo generic train windows, or random ids."""
     if args.demo:
-        from planner.inputs import demo_inputs
+        from planner.data.inputs import demo_inputs
 
         inputs = demo_inputs(args.cache, seq_len=args.seq_len, vocab_size=args.vocab)
         ids = inputs.generic.train.ids.long()
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                             "other load on the machine)")):
         r = result[key]
         print(f"-- tokens/s by {what}")
-        for name, label in (("engine", "engine  (planner.train.train)"),
+        for name, label in (("engine", "engine  (planner.engine.train.train)"),
                             ("trainer", "Trainer (transformers.Trainer)")):
             runs = ", ".join(f"{x:.0f}" for x in r[f"{name}_runs"])
             print(f"   {label:32s} {r[f'{name}_tokens_per_s']:8.0f} tokens/s   (runs: {runs})")

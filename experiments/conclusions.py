@@ -21,8 +21,10 @@ import numpy as np
 import pandas as pd
 
 from experiments import frontier
-from planner.errors import SpecplanError
-from planner.units import format_count
+from planner.core.budgets import Budgets, InferenceCap, total_cost
+from planner.core.errors import SpecplanError
+from planner.core.reference import reference_guidance
+from planner.core.units import format_count
 
 __all__ = ["PN_FAMILY", "QUALITY_TOLERANCE", "check_conclusions", "guided_strategy", "regimes"]
 
@@ -43,14 +45,11 @@ def guided_strategy(pretrain_flops: float, spec_flops: float, n_domains: int,
                     large_allowed: bool) -> str:
     """The reference study's recommendation for one budget regime (notes §4.6).
 
-    Delegates to the planner's rule (:func:`planner.plan.reference_guidance`) so the planner and
+    Delegates to the planner's rule (:func:`planner.search.plan.reference_guidance`) so the planner and
     the reports never disagree: the large model when the inference budget admits it; otherwise
     importance sampling when the specialization spend over the domains reaches the pretraining
     budget, and projected networks / mixtures when pretraining dominates.
     """
-    from planner.cost import InferenceCap
-    from planner.plan import reference_guidance
-    from strategies.base import Budgets
 
     cap = InferenceCap() if large_allowed else InferenceCap(params=0)
     budgets = Budgets(pretrain_flops, spec_flops, cap, domains_count=n_domains)
@@ -288,7 +287,7 @@ def _many_domains_favour_shared(configs: pd.DataFrame, df: pd.DataFrame
         pn_cost = (pick["generic_flops"], pick["spec_flops"])
         is_cost = (is_best["generic_flops"], is_best["spec_flops"])
         n = frontier.crossover_n(pn_cost, is_cost)
-        at50 = (frontier.total_cost(*pn_cost, 50), frontier.total_cost(*is_cost, 50))
+        at50 = (total_cost(*pn_cost, 50), total_cost(*is_cost, 50))
         verdicts.append(pn_cost[1] < is_cost[1] and at50[0] < at50[1])
         cross = f"costs cross at N={n:.3g}" if n is not None else "costs never cross for N >= 1"
         parts.append(f"{format_count(size)}: {pick['strategy']} ({how}: ppl "

@@ -30,38 +30,24 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from planner import cost
-from planner.errors import SpecplanError
-from planner.units import format_count
+from planner.core.budgets import total_cost
+from planner.core.errors import SpecplanError
+from planner.core.units import format_count
+from planner.run.results import CONFIG_KEYS, sort_strategies, strategy_rank
 
 __all__ = [
-    "CONFIG_KEYS",
-    "STRATEGY_ORDER",
     "config_table",
     "crossover_n",
     "interpolate_at",
-    "macro_perplexity",
     "pareto_front",
     "reference_table",
-    "sort_strategies",
-    "total_cost",
     "total_cost_table",
     "usable",
     "winner_changes",
     "winner_map",
 ]
 
-#: Strategy names as the CLI spells them, in the order tables and legends list them.
-STRATEGY_ORDER = ("slm", "slm-nopt", "llm", "slm-is", "slm-mix", "slm-pn", "slm-hn", "slm-d")
 
-#: Columns that identify one config; its rows differ only by ``domain``.
-CONFIG_KEYS = (
-    "strategy",
-    "settings",
-    "domain_tokens",
-    "pretrain_budget_flops",
-    "spec_budget_flops",
-)
 
 # Numeric per-run columns that a config reports as the mean over its domains. Generic cost is
 # the same shared pretraining for every domain, so its mean is that cost; specialization cost is
@@ -97,15 +83,6 @@ def _as_list(by: str | Sequence[str] | None) -> list[str]:
     return [by] if isinstance(by, str) else list(by)
 
 
-def _strategy_rank(strategy: str) -> int:
-    return STRATEGY_ORDER.index(strategy) if strategy in STRATEGY_ORDER else len(STRATEGY_ORDER)
-
-
-def sort_strategies(names: Iterable[str]) -> list[str]:
-    """Distinct strategy names in CLI order (:data:`STRATEGY_ORDER`), unknown ones last."""
-    return sorted(set(names), key=lambda s: (_strategy_rank(s), s))
-
-
 def usable(df: pd.DataFrame, statuses: Sequence[str] = ("ok",)) -> pd.DataFrame:
     """Rows whose ``status`` is one of ``statuses``.
 
@@ -121,26 +98,6 @@ def usable(df: pd.DataFrame, statuses: Sequence[str] = ("ok",)) -> pd.DataFrame:
             "training tokens"
         )
     return rows
-
-
-def macro_perplexity(ppls: Iterable[float]) -> float:
-    """Macro-average perplexity: ``exp(mean(log ppl))``.
-
-    This is the paper's Pile average (mean per-token NLL per domain, averaged, exponentiated),
-    which weighs every domain the same whatever its size. A NaN input gives NaN, so a missing
-    domain is never silently averaged away.
-
-    Raises:
-        SpecplanError: when ``ppls`` is empty or holds a non-positive value.
-    """
-    values = np.asarray(list(ppls), dtype=float)
-    if values.size == 0:
-        raise SpecplanError("macro_perplexity: no perplexities given; pass one value per domain")
-    if np.any(values <= 0):
-        raise SpecplanError(
-            "macro_perplexity: perplexities must be > 0; pass perplexities, not losses or deltas"
-        )
-    return float(np.exp(np.mean(np.log(values))))
 
 
 def config_table(
@@ -249,7 +206,7 @@ def interpolate_at(
 
     Runs rarely land on the same budgets; comparing strategies "at 100 GPUh" (the paper's
     Table 8) needs each curve read at the same abscissa. Budgets outside a group's measured range
-    give NaN: extrapolation is a forecast, and forecasts belong to :mod:`experiments.laws`.
+    give NaN: extrapolation is a forecast, and forecasts belong to :mod:`planner.forecast.laws`.
     Rows that share a budget within a group are averaged; aggregate beforehand for another rule.
     Rows with a non-positive or non-finite budget, or a non-finite value, are ignored.
 
@@ -393,19 +350,6 @@ def reference_table(
     return table
 
 
-def total_cost(generic: float, spec: float, n_domains: int | np.ndarray) -> float | np.ndarray:
-    """Total cost of serving ``n_domains`` domains: ``generic + n_domains * spec`` (Eq. 1).
-
-    Works elementwise on numpy arrays, e.g. to draw cost against a range of N.
-
-    Raises:
-        SpecplanError: when ``n_domains`` is negative.
-    """
-    if np.any(np.asarray(n_domains) < 0):
-        raise SpecplanError(f"total_cost: n_domains={n_domains} is negative; give a count >= 0")
-    return cost.total_cost(generic, spec, n_domains)
-
-
 def _single_domain_size(configs: pd.DataFrame, where: str) -> None:
     sizes = configs["domain_tokens"].unique()
     if len(sizes) > 1:
@@ -443,7 +387,7 @@ def total_cost_table(
     configs = config_table(df, statuses=statuses)
     best = configs.sort_values(["ppl_after", *cost_cols], kind="stable")
     best = best.drop_duplicates(["domain_tokens", "strategy"])
-    best = best.assign(_rank=best["strategy"].map(_strategy_rank))
+    best = best.assign(_rank=best["strategy"].map(strategy_rank))
     best = best.sort_values(["domain_tokens", "_rank", "strategy"]).drop(columns="_rank")
     generic, spec = cost_cols
     columns = [k for k in CONFIG_KEYS if k in best.columns and k != "domain_tokens"]
@@ -566,7 +510,7 @@ def winner_map(
     """
     _require(df, [x, y], "winner_map")
     configs = config_table(df, statuses=statuses).dropna(subset=[x, y])
-    configs = configs.assign(_rank=configs["strategy"].map(_strategy_rank))
+    configs = configs.assign(_rank=configs["strategy"].map(strategy_rank))
     configs = configs.assign(_spend=configs[x] + configs[y])
     configs = configs.sort_values(["ppl_after", "_spend", "_rank", "strategy"], kind="stable")
     records = []

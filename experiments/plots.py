@@ -32,9 +32,11 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, Locator, MaxNLocator, NullFormatter
 
 from experiments import frontier
-from planner.cost import PROFILES
-from planner.errors import SpecplanError
-from planner.units import format_count
+from planner.core.budgets import total_cost
+from planner.core.cost import PROFILES
+from planner.core.errors import SpecplanError
+from planner.core.units import format_count
+from planner.run.results import sort_strategies
 
 __all__ = [
     "DEFAULT_FLOPS_PER_HOUR",
@@ -91,7 +93,7 @@ def strategy_color(strategy: str) -> str:
 
 
 def _strategies(names: pd.Series) -> list[str]:
-    return frontier.sort_strategies(names.dropna())
+    return sort_strategies(names.dropna())
 
 
 def _panels(sizes: Sequence[float], title: str) -> tuple[Figure, list[Axes]]:
@@ -376,13 +378,13 @@ def plot_total_cost(
         panel = table[table["domain_tokens"] == size]
         costs = {row.strategy: (row[generic_col], row[spec_col]) for _, row in panel.iterrows()}
         for strategy, (generic, spec) in costs.items():
-            ax.plot(n, frontier.total_cost(generic, spec, n), color=strategy_color(strategy),
+            ax.plot(n, total_cost(generic, spec, n), color=strategy_color(strategy),
                     label=strategy)
         crossings = []
         for (a, cost_a), (b, cost_b) in itertools.combinations(costs.items(), 2):
             at = frontier.crossover_n(cost_a, cost_b)
             if at is not None and at <= n_max:
-                crossings.append((at, frontier.total_cost(*cost_a, at), a, b))
+                crossings.append((at, total_cost(*cost_a, at), a, b))
         if crossings:
             xs, ys, _, _ = zip(*crossings)
             ax.scatter(xs, ys, marker="x", color="black", s=40, zorder=5, label="crossover")
@@ -390,7 +392,7 @@ def plot_total_cost(
         for x, y, a, b in sorted(crossings):
             # Only where the cheapest strategy changes gets a label (once per place): the others
             # are crossings of two options that are not the cheapest there; labels would pile up.
-            cheapest = min(frontier.total_cost(*cost, x) for cost in costs.values())
+            cheapest = min(total_cost(*cost, x) for cost in costs.values())
             if y <= cheapest * (1 + 1e-9) and all(abs(x / other - 1) > 0.05 for other in labelled):
                 labelled.append(x)
                 after, before = sorted((a, b), key=lambda name: costs[name][1])
@@ -485,7 +487,7 @@ def plot_forecast(
     runs at the forecast's domain size are dots, so the distance of the extrapolation shows.
 
     Args:
-        result: an :class:`experiments.forecast.ForecastResult`.
+        result: an :class:`planner.forecast.forecast.ForecastResult`.
         measured: the results table, or None.
         hours_label: label of the device-hours axis (default: the result's device).
 

@@ -25,8 +25,11 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from experiments import conclusions, frontier, plots
-from planner.io import write_text
-from planner.units import format_count
+from planner.core.errors import SpecplanError
+from planner.core.io import write_text
+from planner.core.reference import GUIDANCE
+from planner.core.units import format_count
+from planner.run.results import CONFIG_KEYS, sort_strategies
 
 __all__ = ["FIGURE_KINDS", "ReportFigure", "build_figures", "write_report"]
 
@@ -97,7 +100,7 @@ def overview_table(df: pd.DataFrame) -> pd.DataFrame:
     points = df.drop_duplicates("point") if "point" in df.columns else df
     table = points.pivot_table(index="strategy", columns="status", values="domain",
                                aggfunc="count", fill_value=0)
-    table = table.reindex(frontier.sort_strategies(table.index))
+    table = table.reindex(sort_strategies(table.index))
     measured = df.groupby("strategy")["spec_flops"].sum(min_count=1)
     generic = points.groupby("strategy")["generic_flops"].max()
     table["largest pretraining"] = generic.reindex(table.index).map(_flops)
@@ -179,8 +182,6 @@ def recommendations(df: pd.DataFrame) -> list[str]:
 
 
 def _guidance_text(name: str) -> str:
-    from planner.plan import GUIDANCE
-
     return GUIDANCE[name]
 
 
@@ -224,12 +225,11 @@ def _chosen_row(configs: pd.DataFrame, df: pd.DataFrame, chosen) -> object | Non
     else:  # a point key of the results table
         point = df[df["point"] == chosen]
         if point.empty:
-            from planner.errors import SpecplanError
 
             raise SpecplanError(f"chosen={chosen!r} is not a point of the results table")
         row = point.iloc[0]
         mask = pd.Series(True, index=configs.index)
-        for key in frontier.CONFIG_KEYS:
+        for key in CONFIG_KEYS:
             mask &= configs[key] == row[key]
     hits = configs[mask & (configs[_TOTAL] > 0)]
     return hits.index[0] if len(hits) else None
@@ -283,7 +283,6 @@ def make_figure(df: pd.DataFrame, kind: str, *, chosen=None) -> Figure:
     Raises:
         SpecplanError: an unknown kind, or data that cannot make that figure.
     """
-    from planner.errors import SpecplanError
 
     if kind not in FIGURE_KINDS:
         raise SpecplanError(f"--kind {kind!r}: choose one of {', '.join(FIGURE_KINDS)}")
@@ -328,7 +327,7 @@ def write_report(
     """Write ``report.html`` (self-contained) and ``report.md`` (+ ``report-<figure>.png/svg``).
 
     Args:
-        results: the results table (e.g. :func:`experiments.sweep.read_results`).
+        results: the results table (e.g. :func:`planner.run.results.read_results`).
         out_dir: output folder (created).
         chosen: the config highlighted on the frontier (see :func:`build_figures`).
         title: page title (default: from the table's ``sweep`` column).

@@ -3,9 +3,9 @@
 A sweep is a TOML file (style guide §7.10: sweeps are files; once results exist, make a new file
 rather than editing it). Its axes are strategies x pretraining budgets x specialization budgets x
 domain data sizes; every **point** of that product runs all the sweep's domains in one
-:func:`planner.runner.run_strategy` call and appends one row per (point, domain) to
+:func:`planner.run.runner.run_strategy` call and appends one row per (point, domain) to
 ``results.csv`` and ``results.parquet`` in the output folder (the schema of
-:meth:`planner.runner.RunReport.rows` plus the sweep columns of :data:`SWEEP_COLUMNS`).
+:meth:`planner.run.runner.RunReport.rows` plus the sweep columns of :data:`SWEEP_COLUMNS`).
 
 Why it is shaped this way:
 
@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import json
 import math
 import os
@@ -54,29 +53,35 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from planner.errors import SpecplanError
-from planner.io import atomic_path, content_hash, write_json
-from planner.workspace import Workspace
+from planner.core.budgets import Budgets, parse_budget, parse_inference_budget
+from planner.core.cost import PROFILES, hardware_profile
+from planner.core.errors import SpecplanError
+from planner.core.io import content_hash, file_lock, write_json
+from planner.core.units import format_count, parse_count
+from planner.data.clustering import get_embedder
+from planner.data.inputs import demo_inputs, load_inputs
+from planner.engine.devices import parse_gpus, resolve_device
+from planner.engine.models import SIZES
+from planner.engine.train import TrainConfig
+from planner.run.results import (
+    append_rows,
+    failed_rows,
+    finished_points,
+    load_rows,
+    write_results,
+)
+from planner.run.runner import run_strategy
+from planner.search.study import open_storage, recover_stale_trials
+from strategies import get_strategy
+from strategies.workspace import Workspace
 
-RESULTS_CSV = "results.csv"
-RESULTS_PARQUET = "results.parquet"
 SWEEP_JSON = "sweep.json"
-#: Statuses that are final: a re-run does not repeat points recorded with them.
-FINAL_STATUSES = ("ok", "over-inference-budget", "rejected")
-#: Columns the sweep adds to :meth:`planner.runner.RunReport.rows`.
+#: Columns the sweep adds to :meth:`planner.run.runner.RunReport.rows`.
 SWEEP_COLUMNS = (
     "sweep", "point", "group", "pretrain_budget", "spec_budget", "small", "large", "seq_len",
     "vocab_size", "batch_size", "seed", "inference_budget", "n_domains", "est_generic_seconds",
     "est_spec_seconds", "point_seconds", "finished_at", "notes",
 )
-_FLOAT_COLUMNS = (
-    "pretrain_budget_flops", "spec_budget_flops", "params_inference", "params_pretrain",
-    "inference_flops_per_token", "est_generic_flops", "est_spec_flops", "generic_flops",
-    "spec_flops", "generic_seconds", "spec_seconds", "generic_tokens", "spec_tokens",
-    "ppl_generic", "ppl_before", "ppl_after", "ppl_test", "est_generic_seconds",
-    "est_spec_seconds", "point_seconds",
-)
-_INT_COLUMNS = ("domain_tokens", "seq_len", "vocab_size", "batch_size", "seed", "n_domains")
 
 
 # -- the config ---------------------------------------------------------------------------------
@@ -165,11 +170,6 @@ _POSITIVE = ("seq_len", "vocab_size", "batch_size", "eval_every", "eval_windows"
 
 
 def _parse(data: dict, source: str, base_dir: Path | None) -> SweepConfig:
-    from planner.cost import parse_budget, parse_inference_budget
-    from planner.models import SIZES
-    from planner.units import parse_count
-    from strategies import get_strategy
-
     valid = sorted([*_SCALARS, *_LISTS, *_TABLES])
     unknown = sorted(set(data) - set(valid))
     if unknown:
@@ -267,7 +267,6 @@ def _parse(data: dict, source: str, base_dir: Path | None) -> SweepConfig:
             raise SpecplanError(f"{source}: inference_budget: {err}") from None
     if "utilization" in values and not 0 < values["utilization"] <= 1:
         raise SpecplanError(f"{source}: utilization must be a fraction in (0, 1]")
-    from planner.clustering import get_embedder
 
     try:
         get_embedder(values.get("embedder", "hashed"))
@@ -314,8 +313,6 @@ class Point:
     group: str
 
     def label(self) -> str:
-        from planner.units import format_count
-
         return (f"{self.strategy} pretrain={self.pretrain_budget} spec={self.spec_budget} "
                 f"domain={format_count(self.domain_tokens)}")
 
@@ -342,8 +339,6 @@ def load_context(config: SweepConfig, cache_dir: Path) -> SweepContext:
     Raises:
         SpecplanError: unreadable data, or a domain size larger than a domain's train split.
     """
-    from planner.cost import parse_budget
-    from planner.inputs import demo_inputs, load_inputs
 
     cache_dir = Path(cache_dir)
     kw = dict(seq_len=config.seq_len, vocab_size=config.vocab_size)
@@ -373,7 +368,6 @@ def load_context(config: SweepConfig, cache_dir: Path) -> SweepContext:
 
 def make_point(ctx: SweepContext, strategy: str, pretrain: str, spec: str, tokens: int) -> Point:
     """The point for one combination; strategies without pretraining get budget ``"0"``."""
-    from strategies import get_strategy
 
     impl = get_strategy(strategy)
     settings = impl.settings(ctx.config.settings.get(strategy, {}))
@@ -417,26 +411,6 @@ def grid_points(ctx: SweepContext) -> list[list[Point]]:
 
 
 # -- workspace with cross-process locks --------------------------------------------------------
-@contextlib.contextmanager
-def file_lock(path: Path, *, blocking: bool = True) -> Iterator[bool]:
-    """An exclusive ``flock`` on ``path``; yields whether it was acquired.
-
-    The kernel drops the lock when the holder dies, so a killed worker never blocks a re-run.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
 
 
 class SweepWorkspace(Workspace):
@@ -469,7 +443,6 @@ def _device_seconds(flops: float, device: str, cache_dir: Path) -> float:
     CUDA devices are matched by name against the known profiles (H100, A100, ...); an unknown
     device gives NaN rather than a guess.
     """
-    from planner.cost import PROFILES, hardware_profile
 
     kind = "cpu" if device.startswith("cpu") else None
     if device.startswith("cuda"):
@@ -486,11 +459,6 @@ def _device_seconds(flops: float, device: str, cache_dir: Path) -> float:
 def run_point(ctx: SweepContext, point: Point) -> list[dict]:
     """Run one point on every domain and return its rows (never raises for the point's own
     failure: a budget that cannot fit is ``rejected``, any other error ``failed``)."""
-    from planner.cost import parse_inference_budget
-    from planner.runner import run_strategy
-    from planner.train import TrainConfig, resolve_device
-    from strategies import get_strategy
-    from strategies.base import Budgets
 
     config = ctx.config
     domains = ctx.cuts[point.domain_tokens]
@@ -514,10 +482,10 @@ def run_point(ctx: SweepContext, point: Point) -> list[dict]:
         for row, result in zip(rows, report.domains):
             row["notes"] = json.dumps(result.notes, sort_keys=True, default=str)
     except SpecplanError as err:  # the budgets or data cannot fit this point (BudgetError...)
-        rows = _empty_rows(point, strategy, settings, ws, budgets, domains, "rejected", str(err))
+        rows = failed_rows(point, strategy, settings, ws, budgets, domains, "rejected", str(err))
     except Exception as err:  # noqa: BLE001 - one point's crash is recorded, the sweep goes on
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        rows = _empty_rows(point, strategy, settings, ws, budgets, domains, "failed",
+        rows = failed_rows(point, strategy, settings, ws, budgets, domains, "failed",
                            f"{type(err).__name__}: {first}"[:500])
     device = str(resolve_device(config.device))
     seconds = time.perf_counter() - started
@@ -538,113 +506,7 @@ def run_point(ctx: SweepContext, point: Point) -> list[dict]:
     return rows
 
 
-def _empty_rows(point, strategy, settings, ws, budgets, domains, status: str, error: str):
-    """Rows of a point that produced no model: the estimate if one can be made, no metrics."""
-    try:
-        est = strategy.estimate(settings, ws)
-    except SpecplanError:
-        est = None
-    nan = math.nan
-    return [{
-        "run_id": "", "strategy": point.strategy, "settings": point.settings, "domain": name,
-        "domain_tokens": point.domain_tokens, "pretrain_budget_flops": budgets.pretrain_flops,
-        "spec_budget_flops": budgets.spec_flops,
-        "params_inference": est.params_inference if est else nan,
-        "params_pretrain": est.params_pretrain if est else nan,
-        "inference_flops_per_token": est.inference_flops_per_token if est else nan,
-        "est_generic_flops": est.generic_flops if est else nan,
-        "est_spec_flops": est.spec_flops if est else nan,
-        "generic_flops": nan, "spec_flops": nan, "generic_seconds": nan, "spec_seconds": nan,
-        "generic_tokens": nan, "spec_tokens": nan, "artifact_reused": None, "ppl_generic": nan,
-        "ppl_before": nan, "ppl_after": nan, "ppl_test": nan, "device": "", "status": status,
-        "error": error, "notes": "{}",
-    } for name in domains]
-
-
 # -- the results table --------------------------------------------------------------------------
-def read_results(path: str | Path) -> pd.DataFrame:
-    """The results table from a sweep (or plan) output folder, ``results.parquet`` or
-    ``results.csv``.
-
-    Raises:
-        SpecplanError: when nothing readable is there.
-    """
-    path = Path(path)
-    if path.is_dir():
-        for name in (RESULTS_PARQUET, RESULTS_CSV):
-            if (path / name).exists():
-                return read_results(path / name)
-        raise SpecplanError(f"{path}: no {RESULTS_PARQUET} or {RESULTS_CSV} here; pass a sweep "
-                            f"or plan output folder, or a results file")
-    if not path.exists():
-        raise SpecplanError(f"{path}: no such results file")
-    try:
-        if path.suffix == ".parquet":
-            return pd.read_parquet(path)
-        if path.suffix == ".csv":
-            return pd.read_csv(path, keep_default_na=True)
-    except Exception as err:  # noqa: BLE001 - pyarrow and the csv parser raise many kinds
-        raise SpecplanError(f"{path}: cannot read the results table ({err})") from None
-    raise SpecplanError(f"{path}: give a .parquet or .csv results table (or its folder)")
-
-
-def _normalize(frame: pd.DataFrame) -> pd.DataFrame:
-    """Stable dtypes, so Parquet and CSV hold the same table whatever the first rows were."""
-    frame = frame.copy()
-    for col in _FLOAT_COLUMNS:
-        if col in frame.columns:
-            frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
-    for col in _INT_COLUMNS:
-        if col in frame.columns:
-            frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("Int64")
-    if "artifact_reused" in frame.columns:
-        frame["artifact_reused"] = frame["artifact_reused"].astype("boolean")
-    for col in frame.columns:
-        if frame[col].dtype == object:
-            frame[col] = frame[col].where(frame[col].notna(), "").astype(str)
-    return frame
-
-
-def _load_existing(out_dir: Path) -> pd.DataFrame:
-    """Rows already recorded: Parquet is written first, so it is the more complete file."""
-    for name in (RESULTS_PARQUET, RESULTS_CSV):
-        if (out_dir / name).exists():
-            return read_results(out_dir / name)
-    return pd.DataFrame()
-
-
-def _write_results(out_dir: Path, frame: pd.DataFrame) -> None:
-    frame = _normalize(frame)
-    with atomic_path(out_dir / RESULTS_PARQUET) as tmp:
-        frame.to_parquet(tmp, index=False)
-    with atomic_path(out_dir / RESULTS_CSV) as tmp:
-        frame.to_csv(tmp, index=False)
-
-
-def append_rows(out_dir: Path, rows: list[dict]) -> pd.DataFrame:
-    """Add a finished point's rows (replacing earlier rows of the same point) and rewrite both
-    files atomically, under a lock so parallel workers never lose each other's rows."""
-    out_dir = Path(out_dir)
-    with file_lock(out_dir / ".results.lock"):
-        frame = _load_existing(out_dir)
-        points = {row["point"] for row in rows}
-        if len(frame):
-            frame = frame[~frame["point"].isin(points)]
-        new = pd.DataFrame(rows)
-        frame = new if frame.empty else pd.concat([_normalize(frame), _normalize(new)],
-                                                  ignore_index=True)
-        _write_results(out_dir, frame)
-        return frame
-
-
-def finished_points(out_dir: Path) -> set[str]:
-    """Points whose rows are recorded with a final status (a re-run skips them)."""
-    with file_lock(Path(out_dir) / ".results.lock"):
-        frame = _load_existing(Path(out_dir))
-    if frame.empty:
-        return set()
-    done = frame.groupby("point")["status"].agg(lambda s: set(s) <= set(FINAL_STATUSES))
-    return set(done[done].index)
 
 
 # -- the sweep ----------------------------------------------------------------------------------
@@ -671,7 +533,6 @@ def run_sweep(
     Raises:
         SpecplanError: bad input (before any training), or a worker process that died.
     """
-    from planner.plan import parse_gpus
 
     if workers < 1:
         raise SpecplanError(f"--workers {workers}: give at least 1")
@@ -689,15 +550,15 @@ def run_sweep(
         "command": command,
     })
     with file_lock(out_dir / ".results.lock"):
-        existing = _load_existing(out_dir)
+        existing = load_rows(out_dir)
         if len(existing):  # a kill between the two writes leaves the CSV one point behind
-            _write_results(out_dir, existing)
+            write_results(out_dir, existing)
     if workers == 1 and not devices:
         with _threads(config.threads):
             _work(ctx, out_dir, progress)
     else:
         _spawn_workers(config, out_dir, cache_dir, workers, devices, progress)
-    frame = _load_existing(out_dir)
+    frame = load_rows(out_dir)
     if frame.empty:
         return frame
     return frame[frame["sweep"] == config.name].reset_index(drop=True)
@@ -790,9 +651,6 @@ def _sample(ctx: SweepContext, out_dir: Path, progress: bool) -> None:
     import optuna
     from optuna.trial import TrialState
 
-    from planner.search import open_storage, recover_stale_trials
-    from strategies import get_strategy
-
     config = ctx.config
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
@@ -815,7 +673,7 @@ def _sample(ctx: SweepContext, out_dir: Path, progress: bool) -> None:
         point = make_point(ctx, strategy, pretrain, spec, tokens)
         trial.set_user_attr("point", point.key)
         if point.key in finished_points(out_dir):
-            frame = _load_existing(out_dir)
+            frame = load_rows(out_dir)
             rows = frame[frame["point"] == point.key].to_dict("records")
         else:
             rows = run_point(ctx, point)

@@ -1,12 +1,15 @@
-"""Strategies: one module per method, each registered under the reference study's name.
+"""Strategies: one module or package per method, each registered under the reference study's name.
 
-Importing this package imports every strategy module once, which registers it.
+Importing this package imports every method once, which registers it. The import order is the
+registration order, which ``available()`` returns and the planner's default trials follow.
 """
-from strategies.base import Budgets, Strategy, available, get_strategy, register
+# isort: off
+from strategies.base import Strategy, available, get_strategy, register
 from strategies import small_model  # noqa: F401  (registers slm, llm, slm-nopt)
 from strategies import distill  # noqa: F401  (registers slm-d)
 from strategies import importance  # noqa: F401  (registers slm-is)
 from strategies import mixture  # noqa: F401  (registers slm-mix)
 from strategies import projected  # noqa: F401  (registers slm-pn, slm-hn)
+# isort: on
 
-__all__ = ["Budgets", "Strategy", "available", "get_strategy", "register"]
+__all__ = ["Strategy", "available", "get_strategy", "register"]

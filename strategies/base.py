@@ -12,8 +12,8 @@ analytically before anything runs, and implements two phases:
   ``save_pretrained``) and its perplexity before fine-tuning.
 
 A strategy never measures time or counts FLOPs itself: training goes through
-:func:`planner.train.train`, which charges the ledger, and estimates come from
-:mod:`planner.models` and :mod:`planner.cost`. Adding a strategy is one module that defines a
+:func:`planner.engine.train.train`, which charges the ledger, and estimates come from
+:mod:`planner.engine.models` and :mod:`planner.core.cost`. Adding a strategy is one module that defines a
 subclass decorated with :func:`register`, plus its tests.
 """
 from __future__ import annotations
@@ -23,16 +23,15 @@ import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 
-from planner.cost import InferenceCap, Ledger
-from planner.errors import BudgetError, SpecplanError
-from planner.models import ModelShape
-
-if TYPE_CHECKING:
-    from planner.workspace import Workspace
+from planner.core.budgets import Budgets
+from planner.core.cost import Ledger
+from planner.core.errors import BudgetError, SpecplanError
+from planner.engine.models import ModelShape
+from strategies.workspace import Artifact, Workspace
 
 
 # -- settings -----------------------------------------------------------------------------------
@@ -120,15 +119,6 @@ class Settings:
 
 
 # -- budgets and workspace ----------------------------------------------------------------------
-@dataclass(frozen=True)
-class Budgets:
-    """What the user can spend. FLOPs throughout; parsing from device-hours is in planner.cost."""
-
-    pretrain_flops: float
-    spec_flops: float
-    inference: InferenceCap = InferenceCap()
-    domain_tokens: int | None = None
-    domains_count: int = 1
 
 
 @dataclass(frozen=True)
@@ -148,16 +138,6 @@ class CostEstimate:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-@dataclass
-class Artifact:
-    """A pretraining result on disk, shared by every domain and trial that needs it."""
-
-    folder: Path | None
-    meta: dict
-    ledger: Ledger
-    reused: bool = False
 
 
 @dataclass
@@ -268,23 +248,3 @@ def step_flops(shape: ModelShape, ws: "Workspace") -> float:
     return ws.train.tokens_per_step(ws.seq_len) * shape.train_flops_per_token()
 
 
-def quiet_transformers() -> None:
-    """Per-file progress bars of transformers would drown the planner's own output."""
-    from transformers.utils import logging
-
-    logging.disable_progress_bar()
-
-
-def save_model(model: torch.nn.Module, folder: Path) -> None:
-    quiet_transformers()
-    model.to("cpu").save_pretrained(folder)
-
-
-def load_model(folder: Path) -> torch.nn.Module:
-    """Load a model saved in an artifact (safetensors; never unpickles)."""
-    from transformers import AutoModelForCausalLM
-
-    quiet_transformers()
-    model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True)
-    model.config.use_cache = False
-    return model

@@ -14,13 +14,22 @@ from pathlib import Path
 
 import torch
 
-from planner.errors import SpecplanError
-from planner.evaluate import perplexity
-from planner.train import device_label, evaluate_loss, resolve_device
+from planner.core.errors import SpecplanError
+from planner.engine.devices import device_label, resolve_device
+from planner.engine.evaluate import perplexity
+from planner.engine.models import load_model, save_model
+from planner.engine.train import evaluate_loss
 from strategies.base import (
-    Artifact, CostEstimate, PretrainSettings, Specialized, Strategy, load_model, register,
-    save_model, setting, step_flops, steps_within,
+    CostEstimate,
+    PretrainSettings,
+    Specialized,
+    Strategy,
+    register,
+    setting,
+    step_flops,
+    steps_within,
 )
+from strategies.workspace import Artifact
 
 SELECT_RULES = ("frequent", "loss", "all")
 

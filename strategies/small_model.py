@@ -4,11 +4,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from planner.evaluate import perplexity
+from planner.engine.evaluate import perplexity
+from planner.engine.models import load_model, save_model
 from strategies.base import (
-    Artifact, CostEstimate, PretrainSettings, Specialized, Strategy, load_model, register,
-    save_model, step_flops,
+    CostEstimate,
+    PretrainSettings,
+    Specialized,
+    Strategy,
+    register,
+    step_flops,
 )
+from strategies.workspace import Artifact
 
 
 @register

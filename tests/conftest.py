@@ -53,7 +53,7 @@ def corpus_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_inputs(corpus_dir, tmp_path_factory):
-    from planner.inputs import load_inputs
+    from planner.data.inputs import load_inputs
 
     cache = tmp_path_factory.mktemp("cache")
     return load_inputs(corpus_dir / "generic.jsonl",
@@ -62,9 +62,9 @@ def tiny_inputs(corpus_dir, tmp_path_factory):
 
 
 def make_workspace(inputs, cache_dir, *, pretrain_flops=2e10, spec_flops=5e9, **budget_kwargs):
-    from planner.train import TrainConfig
-    from planner.workspace import Workspace
-    from strategies.base import Budgets
+    from planner.core.budgets import Budgets
+    from planner.engine.train import TrainConfig
+    from strategies.workspace import Workspace
 
     budgets = Budgets(pretrain_flops=pretrain_flops, spec_flops=spec_flops, **budget_kwargs)
     return Workspace(inputs.generic, inputs.tokenizer, budgets, cache_dir, small="tiny",

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from planner import clustering
-from planner.clustering import (
+from planner.core.errors import SpecplanError
+from planner.data import clustering
+from planner.data.clustering import (
     Clustering,
     HashedNgramEmbedder,
     MiniLMEmbedder,
@@ -19,9 +20,7 @@ from planner.clustering import (
     kmeans,
     top_cluster_fraction,
 )
-from planner.data import TokenWindows
-from planner.errors import SpecplanError
-
+from planner.data.corpus import TokenWindows
 
 
 def adjusted_rand_index(a: torch.Tensor, b: torch.Tensor) -> float:

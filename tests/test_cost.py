@@ -1,9 +1,8 @@
 import pytest
 
-from planner.cost import (
-    Ledger, hardware_profile, parse_budget, parse_inference_budget, record_utilization, total_cost,
-)
-from planner.errors import SpecplanError
+from planner.core.budgets import parse_budget, parse_inference_budget, total_cost
+from planner.core.cost import Ledger, hardware_profile, record_utilization
+from planner.core.errors import SpecplanError
 
 
 def test_parse_budget_flops_and_device_hours(tmp_path):

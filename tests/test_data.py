@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
-from planner import data
-from planner.data import (
+from planner.core.errors import SpecplanError
+from planner.data import corpus as data
+from planner.data.corpus import (
     CorpusSplits,
     Documents,
     dedupe,
@@ -21,7 +22,6 @@ from planner.data import (
     tokenize_to_windows,
     train_tokenizer,
 )
-from planner.errors import SpecplanError
 
 WORDS = ("court contract patient dose gene market goal vote tax law plan cell data river "
          "the a of and to in is was for on with as by").split()

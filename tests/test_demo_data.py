@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from planner import demo_data
-from planner.data import load_documents, train_tokenizer
-from planner.demo_data import DEMO_DOMAINS, build_demo_corpora, demo_table
-from planner.errors import SpecplanError
+from planner.core.errors import SpecplanError
+from planner.data import demo as demo_data
+from planner.data.corpus import load_documents, train_tokenizer
+from planner.data.demo import DEMO_DOMAINS, build_demo_corpora, demo_table
 
 NAMES = {*DEMO_DOMAINS, "generic"}
 

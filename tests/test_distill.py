@@ -10,15 +10,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from planner.cost import Ledger
-from planner.distill import (
-    DistillLoss, TeacherCache, TopK, check_teacher, combine_teachers, kd_loss, teacher_weights,
-)
-from planner.errors import BudgetError, SpecplanError
-from planner.models import model_shape
-from planner.runner import run_strategy
+from planner.core.cost import Ledger
+from planner.core.errors import BudgetError, SpecplanError
+from planner.engine.models import model_shape
+from planner.run.runner import run_strategy
 from strategies import base, get_strategy
-from strategies.distill import DistillationStrategy, mid_size
+from strategies.distill.strategy import DistillationStrategy, mid_size
+from strategies.distill.teachers import (
+    DistillLoss,
+    TeacherCache,
+    TopK,
+    check_teacher,
+    combine_teachers,
+    kd_loss,
+    teacher_weights,
+)
 from strategies.small_model import LargeModelStrategy, SmallModelStrategy
 from tests.conftest import make_workspace
 
@@ -171,7 +177,7 @@ def test_teacher_with_another_vocabulary_is_refused_before_training(tiny_ws, tin
     def no_training(*args, **kwargs):
         raise AssertionError("training started")
 
-    monkeypatch.setattr("planner.workspace.train", no_training)
+    monkeypatch.setattr("strategies.workspace.train", no_training)
     with pytest.raises(SpecplanError, match="teacher test-other-vocab: its vocabulary \\(308"):
         run_strategy("slm-d", {"teachers": "llm,test-other-vocab"}, tiny_ws,
                      {"law": tiny_inputs.domains["law"]})
@@ -179,7 +185,7 @@ def test_teacher_with_another_vocabulary_is_refused_before_training(tiny_ws, tin
 
 
 def test_teacher_with_another_tokenizer_of_the_same_size_is_refused(tiny_inputs, tmp_path):
-    from planner.data import train_tokenizer
+    from planner.data.corpus import train_tokenizer
     from tests.conftest import synthetic_documents
 
     student = tiny_inputs.tokenizer

@@ -9,11 +9,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments import forecast as fc
-from experiments import laws
-from planner.cost import InferenceCap, parse_budget, parse_inference_budget
-from planner.errors import SpecplanError
-from strategies.base import Budgets
+from experiments import backtest as bt
+from planner.core.budgets import (
+    Budgets,
+    InferenceCap,
+    parse_budget,
+    parse_inference_budget,
+)
+from planner.core.errors import SpecplanError
+from planner.forecast import calibrate as cal
+from planner.forecast import forecast as fc
+from planner.forecast import laws
+from planner.forecast import reference as ref
+from planner.run.results import read_results
 
 N_BOOT = 6  # intervals are not asserted here; the recommendations and errors are
 
@@ -25,9 +33,9 @@ def budgets(pretrain: str, spec: str, inference: str | None, domain_tokens: floa
 
 
 @pytest.fixture(scope="module")
-def reference() -> tuple[pd.DataFrame, list[fc.PublishedBound]]:
-    df = fc.load_reference_results()
-    return df, fc.reference_bounds(df)
+def reference() -> tuple[pd.DataFrame, list[ref.PublishedBound]]:
+    df = ref.load_reference_results()
+    return df, ref.reference_bounds(df)
 
 
 # -- the reference table ------------------------------------------------------------------------
@@ -46,7 +54,7 @@ def test_reference_table_holds_the_published_numbers_and_their_conversion(refere
     assert (df.loc[df.strategy == "llm", "status"] == "over-inference-budget").all()
     assert df.loc[df.strategy == "slm-nopt", "spec_tokens"].isna().all()  # cost not published
     # The CSV's derived columns are exactly what the loader recomputes from the GPU-hours.
-    raw = pd.read_csv(fc.REFERENCE_CSV)
+    raw = pd.read_csv(ref.REFERENCE_CSV)
     for column in ("generic_tokens", "spec_tokens", "generic_flops", "spec_flops",
                    "inference_flops_per_token", "pretrain_budget_flops"):
         np.testing.assert_allclose(raw[column], df[column], rtol=1e-5)
@@ -131,7 +139,7 @@ def known_table(budgets_flops=tuple(np.geomspace(1e18, 1e20, 5)), noise=0.003) -
 
 def test_backtest_on_a_known_law_ranks_strategies_right_with_small_error():
     table = known_table()
-    result = fc.backtest(table, n_boot=N_BOOT)
+    result = bt.backtest(table, n_boot=N_BOOT)
     assert result.skipped == {} and len(result.configs) == 9
     assert result.mape < 1.0 and result.mae < 0.2
     assert result.regimes["winner_right"].all() and result.regimes["ranking_right"].all()
@@ -193,7 +201,7 @@ def test_forecast_refuses_beyond_the_extrapolation_limit_unless_raised(reference
 def test_bad_input_is_one_clear_error(reference, tmp_path):
     df, _ = reference
     with pytest.raises(SpecplanError, match="no such results file"):
-        fc.read_results(tmp_path / "missing.csv")
+        read_results(tmp_path / "missing.csv")
     with pytest.raises(SpecplanError, match="lacks column"):
         fc.forecast(df.drop(columns="spec_flops"), budgets("1h@a100", "1h@a100", None, 8e6))
     with pytest.raises(SpecplanError, match="no runs of \\['gpt'\\]"):
@@ -201,19 +209,19 @@ def test_bad_input_is_one_clear_error(reference, tmp_path):
     with pytest.raises(SpecplanError, match="give --domain-tokens"):
         fc.forecast(df, Budgets(1e20, 1e18))
     with pytest.raises(SpecplanError, match="holdout"):
-        fc.backtest(df, holdout="random")
+        bt.backtest(df, holdout="random")
 
 
 # -- calibration ---------------------------------------------------------------------------------
 def test_calibrate_runs_a_cheap_ladder_within_the_planning_budget(tiny_inputs, tmp_path):
-    from planner.inputs import Inputs
+    from planner.data.inputs import Inputs
 
     inputs = Inputs(tiny_inputs.generic, {d: tiny_inputs.domains[d] for d in ("law", "bio")},
                     tiny_inputs.tokenizer)
     unique = min(d.train.tokens for d in inputs.domains.values())
     target = Budgets(4e11, 5e9, InferenceCap(params=200_000), unique)
     path = tmp_path / "calibration.csv"
-    result = fc.calibrate(inputs, target, planning_flops=1.2e11, results_path=path,
+    result = cal.calibrate(inputs, target, planning_flops=1.2e11, results_path=path,
                           cache_dir=tmp_path / "cache", strategies=["slm"], batch_size=8,
                           device="cpu", n_boot=N_BOOT)
     ran = [r for r in result.runs if r.status == "ok"]
@@ -229,7 +237,7 @@ def test_calibrate_runs_a_cheap_ladder_within_the_planning_budget(tiny_inputs, t
     assert item.status == "forecast" and item.extrapolation["pretrain"] <= 10
     assert result.forecast.recommendation == "slm" and result.skipped == {}
     with pytest.raises(SpecplanError, match="cannot pay for one run within"):
-        fc.calibrate(inputs, target, planning_flops=1e10, results_path=tmp_path / "none.csv",
+        cal.calibrate(inputs, target, planning_flops=1e10, results_path=tmp_path / "none.csv",
                      cache_dir=tmp_path / "fresh", strategies=["slm"], batch_size=8,
                      device="cpu")
     assert not (tmp_path / "none.csv").exists()
@@ -237,13 +245,13 @@ def test_calibrate_runs_a_cheap_ladder_within_the_planning_budget(tiny_inputs, t
 
 def test_ladder_never_leaves_a_strategy_half_calibrated(tiny_inputs, tmp_path):
     """A budget for about one strategy's ladder: whatever is started gets a fitted law."""
-    from planner.inputs import Inputs
+    from planner.data.inputs import Inputs
 
     inputs = Inputs(tiny_inputs.generic, {"law": tiny_inputs.domains["law"]},
                     tiny_inputs.tokenizer)
     target = Budgets(4e11, 5e9, InferenceCap(params=200_000),
                      inputs.domains["law"].train.tokens)
-    result = fc.calibrate(inputs, target, planning_flops=2e11,
+    result = cal.calibrate(inputs, target, planning_flops=2e11,
                           results_path=tmp_path / "calibration.csv", cache_dir=tmp_path / "cache",
                           strategies=["slm", "slm-pn"], batch_size=8, device="cpu",
                           n_boot=N_BOOT)
@@ -255,7 +263,7 @@ def test_ladder_never_leaves_a_strategy_half_calibrated(tiny_inputs, tmp_path):
 
 
 def test_ladder_knows_how_many_runs_a_law_needs():
-    """The ladder's count of runs to a fittable law agrees with experiments.laws itself."""
+    """The ladder's count of runs to a fittable law agrees with planner.forecast.laws itself."""
     for n_domains in (1, 2, 3):
         for levels in (1, 2, 3, 4):
             rows = [{"strategy": "slm", "domain": f"d{d}", "domain_tokens": 1e6,
@@ -267,7 +275,7 @@ def test_ladder_knows_how_many_runs_a_law_needs():
                 fits = True
             except SpecplanError:
                 fits = False
-            assert fits == (levels >= fc._runs_to_fit(n_domains)), (n_domains, levels)
+            assert fits == (levels >= cal._runs_to_fit(n_domains)), (n_domains, levels)
 
 
 # -- the command ---------------------------------------------------------------------------------

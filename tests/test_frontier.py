@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 
 from experiments import frontier
-from planner.errors import SpecplanError
+from planner.core.budgets import total_cost
+from planner.core.errors import SpecplanError
+from planner.engine.evaluate import macro_perplexity
 
 DOMAINS = ("arxiv", "freelaw")
 
@@ -42,10 +44,10 @@ def table(*rows: dict) -> pd.DataFrame:
 
 
 def test_macro_perplexity_is_exp_of_mean_log() -> None:
-    assert frontier.macro_perplexity([10.0, 40.0]) == pytest.approx(20.0)
-    assert math.isnan(frontier.macro_perplexity([10.0, float("nan")]))
+    assert macro_perplexity([10.0, 40.0]) == pytest.approx(20.0)
+    assert math.isnan(macro_perplexity([10.0, float("nan")]))
     with pytest.raises(SpecplanError, match="no perplexities"):
-        frontier.macro_perplexity([])
+        macro_perplexity([])
 
 
 def test_pareto_front_drops_dominated_keeps_ties_sorted_by_cost() -> None:
@@ -153,14 +155,14 @@ def test_reference_table_interpolates_macro_perplexity_per_domain_size() -> None
 
 
 def test_total_cost_and_crossover() -> None:
-    assert frontier.total_cost(100.0, 10.0, 5) == 150.0
-    np.testing.assert_allclose(frontier.total_cost(0.0, 30.0, np.array([1, 5])), [30.0, 150.0])
+    assert total_cost(100.0, 10.0, 5) == 150.0
+    np.testing.assert_allclose(total_cost(0.0, 30.0, np.array([1, 5])), [30.0, 150.0])
     assert frontier.crossover_n((100.0, 10.0), (0.0, 30.0)) == pytest.approx(5.0)
     assert frontier.crossover_n((0.0, 30.0), (100.0, 10.0)) == pytest.approx(5.0)
     assert frontier.crossover_n((100.0, 10.0), (50.0, 10.0)) is None  # parallel
     assert frontier.crossover_n((10.0, 10.0), (0.0, 30.0)) is None  # crosses at N = 0.5
     with pytest.raises(SpecplanError, match="negative"):
-        frontier.total_cost(1.0, 1.0, -1)
+        total_cost(1.0, 1.0, -1)
 
 
 def _two_strategy_table() -> pd.DataFrame:

@@ -13,12 +13,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from planner.errors import BudgetError, SpecplanError
-from planner.runner import run_strategy
-from planner.sampling import resample_to_histogram
-from planner.train import evaluate_loss
+from planner.core.errors import BudgetError, SpecplanError
+from planner.engine.train import evaluate_loss
+from planner.run.runner import run_strategy
 from strategies.base import step_flops
-from strategies.importance import split_steps, windows_of_documents
+from strategies.importance.resample import resample_to_histogram
+from strategies.importance.strategy import split_steps, windows_of_documents
 from tests.conftest import make_workspace
 
 IS_STEPS, FT_STEPS = 24, 6  # is_fraction 0.8 of 30 steps

@@ -5,7 +5,13 @@ import json
 
 import pytest
 
-from planner.io import atomic_dir, atomic_path, content_hash, write_json, write_text
+from planner.core.io import (
+    atomic_dir,
+    atomic_path,
+    content_hash,
+    write_json,
+    write_text,
+)
 
 
 def test_write_json_and_text_round_trip(tmp_path):

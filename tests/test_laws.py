@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments import laws
-from planner.errors import SpecplanError
+from planner.core.errors import SpecplanError
+from planner.forecast import laws
 
 TRUTH = {"E": {"arxiv": 1.8, "freelaw": 2.3}, "A": 300.0, "alpha": 0.4, "B": 60.0,
          "beta": 0.3, "C": 8.0, "gamma": 0.25}

@@ -10,13 +10,15 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from planner.cost import Ledger
-from planner.errors import BudgetError, SpecplanError
-from planner.runner import run_strategy
-from planner.train import evaluate_loss
+from planner.core.cost import Ledger
+from planner.core.errors import BudgetError, SpecplanError
+from planner.engine.models import save_model
+from planner.engine.train import evaluate_loss
+from planner.run.runner import run_strategy
 from strategies import get_strategy
-from strategies.base import Artifact, save_model, step_flops, steps_within
+from strategies.base import step_flops, steps_within
 from strategies.mixture import choose_expert, expert_folder
+from strategies.workspace import Artifact
 from tests.conftest import make_workspace
 
 K = 4

@@ -1,7 +1,7 @@
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from planner.models import SIZES, ModelShape, model_shape
+from planner.engine.models import SIZES, ModelShape, model_shape
 
 
 def test_param_counts_match_built_models():

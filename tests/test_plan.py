@@ -9,8 +9,8 @@ import time
 import pytest
 from transformers import AutoModelForCausalLM
 
-from planner.errors import BudgetError, SpecplanError
-from planner.search import PlanSpec
+from planner.core.errors import BudgetError, SpecplanError
+from planner.search.study import PlanSpec
 
 STRATEGIES = ["slm", "slm-nopt"]
 
@@ -28,7 +28,7 @@ def spec_for(cache, **overrides):
 
 
 def test_plan_chooses_builds_and_reports(tiny_inputs, tmp_path):
-    from planner.plan import plan
+    from planner.search.plan import plan
 
     inputs = type(tiny_inputs)(tiny_inputs.generic, {"law": tiny_inputs.domains["law"]},
                                tiny_inputs.tokenizer)
@@ -47,7 +47,7 @@ def test_plan_chooses_builds_and_reports(tiny_inputs, tmp_path):
     # the second trial of a strategy reuses its pretraining: said in trials.csv
     assert "reference study's guidance" in result.summary
     # The finished trials, one row per domain, in the results-table layout forecasts read.
-    from experiments.forecast import read_results
+    from planner.run.results import read_results
 
     table = read_results(tmp_path / "out")
     assert sorted(table["trial"]) == [0, 1, 2] and set(table["domain"]) == {"law"}
@@ -59,7 +59,7 @@ def test_plan_chooses_builds_and_reports(tiny_inputs, tmp_path):
 
 
 def test_budgets_that_fit_no_strategy_name_each_minimum(tiny_inputs, tmp_path):
-    from planner.plan import plan
+    from planner.search.plan import plan
 
     with pytest.raises(BudgetError, match="fit no strategy: slm needs >= .* slm-nopt needs"):
         plan(spec_for(tmp_path, pretrain_flops=10.0, spec_flops=10.0), tmp_path / "out",
@@ -68,14 +68,14 @@ def test_budgets_that_fit_no_strategy_name_each_minimum(tiny_inputs, tmp_path):
 
 
 def test_unreachable_storage_is_one_clear_error(tmp_path):
-    from planner.search import open_storage
+    from planner.search.study import open_storage
 
     with pytest.raises(SpecplanError, match="cannot open the study storage"):
         open_storage("postgresql://nobody@127.0.0.1:9/none", tmp_path)
 
 
 def test_absent_gpus_are_refused():
-    from planner.plan import parse_gpus
+    from planner.engine.devices import parse_gpus
 
     with pytest.raises(SpecplanError, match="not present"):
         parse_gpus("7")
@@ -156,7 +156,7 @@ def test_cli_plan_errors_are_one_line(corpus_dir, tmp_path):
 
 
 def test_frontier_mode_returns_the_pareto_set(tiny_inputs, tmp_path):
-    from planner.plan import plan
+    from planner.search.plan import plan
 
     inputs = type(tiny_inputs)(tiny_inputs.generic, {"law": tiny_inputs.domains["law"]},
                                tiny_inputs.tokenizer)
@@ -181,17 +181,18 @@ def test_out_of_memory_trial_fails_with_reason_and_study_goes_on(tiny_inputs, tm
                                                                  monkeypatch):
     import torch
 
-    import planner.runner
-    from planner.plan import plan
+    import planner.run.runner
+    import planner.search.study
+    from planner.search.plan import plan
 
-    real = planner.runner.run_strategy
+    real = planner.run.runner.run_strategy
 
     def run(name, *args, **kwargs):
         if name == "slm-nopt":
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return real(name, *args, **kwargs)
 
-    monkeypatch.setattr(planner.runner, "run_strategy", run)
+    monkeypatch.setattr(planner.search.study, "run_strategy", run)
     inputs = type(tiny_inputs)(tiny_inputs.generic, {"law": tiny_inputs.domains["law"]},
                                tiny_inputs.tokenizer)
     result = plan(spec_for(tmp_path / "cache", trials=2), tmp_path / "out", inputs=inputs)

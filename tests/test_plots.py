@@ -12,7 +12,8 @@ from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
 from experiments import plots
-from planner.errors import SpecplanError
+from planner.core.errors import SpecplanError
+from planner.forecast import reference as ref
 
 
 def results() -> pd.DataFrame:
@@ -139,16 +140,15 @@ def test_unknown_strategy_gets_a_stable_spare_colour() -> None:
 
 
 def test_forecast_plot_draws_each_law_its_band_the_target_and_the_choice(tmp_path: Path) -> None:
-    from experiments import forecast as fc
-    from planner.cost import parse_budget, parse_inference_budget
-    from strategies.base import Budgets
+    from planner.core.budgets import Budgets, parse_budget, parse_inference_budget
+    from planner.forecast import forecast as fc
 
-    reference = fc.load_reference_results()
+    reference = ref.load_reference_results()
     budgets = Budgets(pretrain_flops=parse_budget("400h@a100"),
                       spec_flops=parse_budget("1h@a100"),
                       inference=parse_inference_budget("126M"), domain_tokens=8e6,
                       domains_count=20)
-    result = fc.forecast(reference, budgets, bounds=fc.reference_bounds(reference), n_boot=8)
+    result = fc.forecast(reference, budgets, bounds=ref.reference_bounds(reference), n_boot=8)
     fig = plots.plot_forecast(result, reference)
     ax = fig.axes[0]
     lines = {line.get_label(): line for line in ax.get_lines()}

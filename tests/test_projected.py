@@ -4,15 +4,22 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from planner.errors import SpecplanError
-from planner.evaluate import perplexity
-from planner.models import model_shape
-from planner.runner import run_strategy
-from planner.train import evaluate_loss
+from planner.core.errors import SpecplanError
+from planner.engine.evaluate import perplexity
+from planner.engine.models import model_shape
+from planner.engine.train import evaluate_loss
+from planner.run.runner import run_strategy
 from strategies import get_strategy
-from strategies.projected import (
-    ClusterBatches, HistogramBatches, ProjectedNetwork, histogram_loss, load_network, materialise,
-    materialise_flops, projected_train_flops_per_token, routed_loss,
+from strategies.projected.strategy import (
+    ClusterBatches,
+    HistogramBatches,
+    ProjectedNetwork,
+    histogram_loss,
+    load_network,
+    materialise,
+    materialise_flops,
+    projected_train_flops_per_token,
+    routed_loss,
 )
 from tests.conftest import make_workspace
 

@@ -18,7 +18,7 @@ from PIL import Image
 from experiments import conclusions
 from experiments.plots import strategy_color
 from experiments.report import build_figures, make_figure, write_report
-from planner.errors import SpecplanError
+from planner.core.errors import SpecplanError
 
 PRETRAIN = (1e12, 4e12)
 SPEC = (1e11, 1e13)

@@ -7,14 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from planner.errors import SpecplanError
-from planner.sampling import (
+from planner.core.errors import SpecplanError
+from strategies.importance.resample import (
     dsir_resample,
     importance_weights,
     resample_to_histogram,
     unreachable_mass,
 )
-
 
 
 def test_resampled_histogram_matches_the_domain():

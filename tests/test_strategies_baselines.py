@@ -2,9 +2,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from planner.errors import BudgetError, SpecplanError
-from planner.runner import run_strategy
-from planner.train import evaluate_loss
+from planner.core.errors import BudgetError, SpecplanError
+from planner.engine.train import evaluate_loss
+from planner.run.runner import run_strategy
 from strategies import available, get_strategy
 
 
@@ -74,7 +74,7 @@ def test_artifact_key_follows_what_shapes_the_weights(tiny_ws):
 
 
 def test_llm_is_flagged_over_inference_budget(tiny_inputs, tmp_path):
-    from planner.cost import InferenceCap
+    from planner.core.budgets import InferenceCap
     from tests.conftest import make_workspace
 
     ws = make_workspace(tiny_inputs, tmp_path, inference=InferenceCap(params=200_000))

@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 
 from experiments import sweep as sweep_mod
-from experiments.sweep import SweepConfig, load_config, read_results, run_sweep
-from planner.errors import SpecplanError
+from experiments.sweep import SweepConfig, load_config, run_sweep
+from planner.core.errors import SpecplanError
+from planner.run.results import read_results
 
 DOMAINS = ("law", "bio", "code")
 
@@ -184,7 +185,7 @@ def test_killed_sweep_resumes_without_losing_or_repeating_points(
 def test_failed_point_is_recorded_and_retried(tmp_path, corpus_dir, shared_cache, monkeypatch):
     config = load_config(write_config(tmp_path, corpus_dir, spec_budgets="[1e9]",
                                       domain_tokens="['512']", strategies="['slm-nopt']"))
-    monkeypatch.setattr("planner.runner.run_strategy",
+    monkeypatch.setattr("experiments.sweep.run_strategy",
                         lambda *a, **k: (_ for _ in ()).throw(RuntimeError("disk on fire")))
     frame = run_sweep(config, tmp_path / "out", cache_dir=shared_cache)
     assert set(frame["status"]) == {"failed"}
@@ -218,7 +219,7 @@ def test_sampled_mode_is_an_optuna_study_in_the_output_folder(tmp_path, corpus_d
                                                                shared_cache):
     import optuna
 
-    from planner.search import open_storage
+    from planner.search.study import open_storage
 
     config = load_config(write_config(tmp_path, corpus_dir, mode="'sampled'", samples="3",
                                       spec_budgets="[1e9]"))
@@ -235,8 +236,8 @@ def test_sampled_mode_is_an_optuna_study_in_the_output_folder(tmp_path, corpus_d
 # -- the CLI ------------------------------------------------------------------------------------
 @pytest.fixture
 def cli():
-    from experiments.commands import plot, report, sweep
     from planner.cli import cli as group
+    from planner.cli.experiments import plot, report, sweep
 
     for command in (sweep, plot, report):
         group.add_command(command)

@@ -3,11 +3,11 @@ import math
 import pytest
 import torch
 
-from planner.cost import Ledger
-from planner.errors import BudgetError
-from planner.models import model_shape
-from planner.train import TrainConfig, WindowSampler, resolve_device, train
-from planner.errors import SpecplanError
+from planner.core.cost import Ledger
+from planner.core.errors import BudgetError, SpecplanError
+from planner.engine.devices import resolve_device
+from planner.engine.models import model_shape
+from planner.engine.train import TrainConfig, WindowSampler, train
 
 SHAPE = model_shape("tiny", vocab_size=64, seq_len=32)
 
@@ -124,7 +124,7 @@ def test_early_stopping_restores_best_weights():
                    ledger=Ledger(), phase="specialization", valid=noise)
     assert result.stopped == "early-stopping"
     assert result.steps < 200
-    from planner.train import evaluate_loss
+    from planner.engine.train import evaluate_loss
     assert evaluate_loss(model, noise) == pytest.approx(result.best_val_loss, rel=1e-5)
 
 

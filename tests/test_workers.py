@@ -47,7 +47,7 @@ def postgres_url():
 def test_two_workers_share_a_postgres_study(corpus_dir, postgres_url, tmp_path):
     import optuna
 
-    from planner.search import create_study, open_storage
+    from planner.search.study import create_study, open_storage
 
     cache = tmp_path / "cache"
     spec = spec_for(cache, generic=str(corpus_dir / "generic.jsonl"),
@@ -76,9 +76,9 @@ def test_two_workers_share_a_postgres_study(corpus_dir, postgres_url, tmp_path):
 DDP_SCRIPT = r"""
 import json, os, sys, torch, torch.distributed as dist
 sys.path.insert(0, os.getcwd())
-from planner.cost import Ledger
-from planner.models import model_shape
-from planner.train import TrainConfig, WindowSampler, train
+from planner.core.cost import Ledger
+from planner.engine.models import model_shape
+from planner.engine.train import TrainConfig, WindowSampler, train
 if int(os.environ.get("WORLD_SIZE", "1")) > 1:
     dist.init_process_group("gloo")
 torch.set_num_threads(1)
@@ -121,7 +121,7 @@ def test_multi_process_worker_runs_each_trial_as_one_ddp_job(corpus_dir, tmp_pat
     """`--gpus-per-trial 2` on CPU: torchrun starts two ranks; rank 0 drives the study."""
     import optuna
 
-    from planner.search import create_study, open_storage
+    from planner.search.study import create_study, open_storage
 
     cache, out = tmp_path / "cache", tmp_path / "out"
     spec = spec_for(cache, generic=str(corpus_dir / "generic.jsonl"),

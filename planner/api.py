@@ -1,0 +1,30 @@
+"""specplan's Python API in one import: everything the README's examples use.
+
+>>> from planner.api import Budgets, available
+>>> "slm-pn" in available()
+True
+>>> Budgets(pretrain_flops=3e12, spec_flops=1e12).domains_count
+1
+"""
+from planner.core.budgets import (
+    Budgets,
+    InferenceCap,
+    parse_budget,
+    parse_inference_budget,
+)
+from planner.core.cost import Ledger
+from planner.data.inputs import Inputs, demo_inputs, load_inputs
+from planner.engine.train import TrainConfig
+from planner.run.runner import RunReport, evaluate_model, run_strategy, train_once
+from planner.search.plan import PlanResult, plan
+from planner.search.study import PlanSpec
+from planner.search.workers import worker
+from strategies import available, get_strategy
+from strategies.workspace import Workspace
+
+__all__ = [
+    "Budgets", "InferenceCap", "Inputs", "Ledger", "PlanResult", "PlanSpec", "RunReport",
+    "TrainConfig", "Workspace", "available", "demo_inputs", "evaluate_model", "get_strategy",
+    "load_inputs", "parse_budget", "parse_inference_budget", "plan", "run_strategy", "train_once",
+    "worker",
+]

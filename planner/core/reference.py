@@ -1,0 +1,24 @@
+"""The reference study's guidance: which method wins in which budget regime (arXiv 2402.01093 v2, §5 and Fig. 1)."""
+from __future__ import annotations
+
+# Reference study, notes §4.6 (v2 Fig. 1): which method wins in which budget regime.
+GUIDANCE = {
+    "llm": "the inference budget admits the large model: pretrain large, then fine-tune",
+    "slm-is": "small inference budget, large specialization budget per domain (few domains): "
+              "importance sampling, then fine-tune",
+    "slm-pn": "small inference budget, small specialization budget (many domains share "
+              "pretraining): projected networks or hard mixtures, then fine-tune the expert",
+}
+
+
+# The study groups projected networks with hard mixtures (v2) and hypernetworks (v1 abstract).
+GUIDANCE_FAMILY = {"llm": {"llm"}, "slm-is": {"slm-is"}, "slm-pn": {"slm-pn", "slm-mix", "slm-hn"}}
+
+
+def reference_guidance(budgets, large_params: int, large_flops: float) -> str:
+    """The strategy the reference study would recommend for these budgets."""
+    if budgets.inference.admits(flops_per_token=large_flops, params=large_params):
+        return "llm"
+    if budgets.domains_count * budgets.spec_flops >= budgets.pretrain_flops:
+        return "slm-is"
+    return "slm-pn"

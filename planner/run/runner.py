@@ -1,0 +1,249 @@
+"""Run one strategy end to end: estimate, check budgets, pretrain (cached), specialize per
+domain, evaluate, export. The library call behind ``specplan run``, plan trials and sweeps."""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from planner.core.cost import Ledger
+from planner.core.errors import BudgetError
+from planner.core.io import atomic_dir
+from planner.core.units import format_count
+from planner.data.corpus import load_documents, load_tokenizer, train_tokenizer
+from planner.data.inputs import prepared
+from planner.engine.devices import resolve_device
+from planner.engine.evaluate import domain_perplexities, measure_inference, perplexity
+from planner.engine.models import load_model, model_shape, save_model, shape_of
+from planner.engine.train import TrainConfig, WindowSampler, evaluate_loss, train
+from strategies import get_strategy
+from strategies.base import CostEstimate, Settings, Strategy, settings_json
+
+
+@dataclass
+class DomainResult:
+    domain: str
+    ppl_before: float | None
+    ppl_after: float
+    ppl_test: float | None
+    ledger: Ledger
+    history: list[dict]
+    notes: dict
+    model_dir: str | None = None
+    train_tokens: int | None = None  # the domain's training tokens (all of them when uncut)
+
+
+@dataclass
+class RunReport:
+    """Everything one strategy run produced; ``rows()`` gives the results-table rows."""
+
+    run_id: str
+    strategy: str
+    settings: Settings
+    estimate: CostEstimate
+    generic_ledger: Ledger
+    artifact_reused: bool
+    domains: list[DomainResult] = field(default_factory=list)
+    status: str = "ok"
+    ppl_generic: float | None = None
+    device: str = ""
+
+    @property
+    def macro_ppl(self) -> float:
+        import math
+
+        return math.exp(sum(math.log(d.ppl_after) for d in self.domains) / len(self.domains))
+
+    def ledger(self) -> Ledger:
+        """The whole run's costs: the generic artifact's plus every domain's specialization."""
+        combined = Ledger(list(self.generic_ledger.entries))
+        for domain in self.domains:
+            combined.extend(domain.ledger)
+        return combined
+
+    def rows(self, budgets) -> list[dict]:
+        generic = self.generic_ledger.totals()["generic"]
+        # Without a cut, the run's domain size (what analyses group configs by) is the mean of
+        # its domains' training tokens; each domain's own size is in domain_train_tokens.
+        sizes = [d.train_tokens for d in self.domains if d.train_tokens]
+        shared_tokens = round(sum(sizes) / len(sizes)) if sizes else None
+        out = []
+        for d in self.domains:
+            spec = d.ledger.totals()["specialization"]
+            out.append({
+                "run_id": self.run_id, "strategy": self.strategy,
+                "settings": settings_json(self.settings), "domain": d.domain,
+                "domain_tokens": budgets.domain_tokens or shared_tokens,
+                "domain_train_tokens": d.train_tokens,
+                "pretrain_budget_flops": budgets.pretrain_flops,
+                "spec_budget_flops": budgets.spec_flops,
+                "params_inference": self.estimate.params_inference,
+                "params_pretrain": self.estimate.params_pretrain,
+                "inference_flops_per_token": self.estimate.inference_flops_per_token,
+                "est_generic_flops": self.estimate.generic_flops,
+                "est_spec_flops": self.estimate.spec_flops,
+                "generic_flops": generic["flops"], "spec_flops": spec["flops"],
+                "generic_seconds": generic["seconds"], "spec_seconds": spec["seconds"],
+                "generic_tokens": generic["tokens"], "spec_tokens": spec["tokens"],
+                "artifact_reused": self.artifact_reused,
+                "ppl_generic": self.ppl_generic, "ppl_before": d.ppl_before,
+                "ppl_after": d.ppl_after, "ppl_test": d.ppl_test,
+                "device": self.device, "status": self.status, "error": "",
+            })
+        return out
+
+
+def plan_check(strategy: Strategy, settings: Settings, ws) -> tuple[CostEstimate, str]:
+    """Estimate and check budgets; returns the estimate and the run status.
+
+    Raises:
+        BudgetError: when a phase's budget cannot fit the configuration, or the deployed model
+            breaks the inference budget for a strategy that must respect it.
+    """
+    estimate = strategy.estimate(settings, ws)
+    strategy.check(estimate, ws.budgets)
+    status = "ok"
+    cap = ws.budgets.inference
+    if not cap.admits(flops_per_token=estimate.inference_flops_per_token,
+                      params=estimate.params_inference):
+        if strategy.respects_inference_budget:
+            raise BudgetError(
+                f"{strategy.name}: the deployed model ({format_count(estimate.params_inference)} "
+                f"params, {estimate.inference_flops_per_token:.3g} FLOPs/token) breaks the "
+                f"inference budget ({cap.describe()}); pick a smaller size or raise "
+                f"--inference-budget"
+            )
+        status = "over-inference-budget"
+    return estimate, status
+
+
+def export_model(model: torch.nn.Module, tokenizer, folder: Path) -> Path:
+    """A transformers checkpoint (safetensors) plus tokenizer, written atomically."""
+    with atomic_dir(folder) as tmp:
+        save_model(model, tmp)
+        tokenizer.save_pretrained(tmp)
+    return Path(folder)
+
+
+def run_strategy(
+    name: str, settings: dict | Settings | None, ws, domains: dict, *,
+    out_dir: Path | None = None, evaluate_test: bool = False,
+) -> RunReport:
+    """Run ``name`` on every domain; budgets are checked before any compute is spent.
+
+    Args:
+        settings: a dict (validated against the strategy's settings) or settings object.
+        domains: name -> ``CorpusSplits`` (already cut to the domain data size).
+        out_dir: when given, each domain's model is exported to ``out_dir/<domain>``.
+        evaluate_test: also evaluate the test split (only for a final choice, never selection).
+    """
+    strategy = get_strategy(name)
+    if not isinstance(settings, Settings):
+        settings = strategy.settings(settings)
+    estimate, status = plan_check(strategy, settings, ws)
+    artifact = ws.artifact(strategy, settings)
+    report = RunReport(
+        run_id=uuid.uuid4().hex[:12], strategy=name, settings=settings, estimate=estimate,
+        generic_ledger=artifact.ledger, artifact_reused=artifact.reused, status=status,
+        ppl_generic=artifact.meta.get("ppl_generic"),
+        device=str(resolve_device(ws.train.device)),
+    )
+    for domain_name, domain in domains.items():
+        domain_ledger = Ledger()
+        try:
+            with ws.charging(domain_ledger):
+                spec = strategy.specialize(settings, artifact, domain, ws)
+        finally:  # spent compute stays on the workspace's ledger even when the run fails
+            ws.ledger.extend(domain_ledger)
+        model = spec.model
+        after = evaluate_loss(model, domain.valid.ids)
+        test = perplexity(evaluate_loss(model, domain.test.ids)) if evaluate_test else None
+        model_dir = None
+        if out_dir is not None:
+            model_dir = str(export_model(model, ws.tokenizer, Path(out_dir) / domain_name))
+        report.domains.append(DomainResult(
+            domain=domain_name,
+            ppl_before=perplexity(spec.loss_before) if spec.loss_before is not None else None,
+            ppl_after=perplexity(after), ppl_test=test, ledger=domain_ledger,
+            history=spec.history, notes=spec.notes, model_dir=model_dir,
+            train_tokens=domain.train.tokens,
+        ))
+    return report
+
+
+@dataclass
+class TrainRun:
+    """One standalone pretraining or fine-tuning run (``specplan train``)."""
+
+    result: object
+    ledger: Ledger
+    ppl_before: float | None
+    ppl_after: float
+    model_dir: str | None
+    shape: str
+
+
+def train_once(
+    corpus: str | Path, *, cache_dir: Path, init: str | Path | None = None, size: str = "small",
+    phase: str = "generic", budget_flops: float | None = None, steps: int | None = None,
+    tokens: int | None = None, early_stopping: int | None = None, out_dir: Path | None = None,
+    seq_len: int = 128, vocab_size: int = 4096, text_field: str = "text", **train_kwargs,
+) -> TrainRun:
+    """Pretrain a fresh model (``init=None``) or fine-tune a saved one on ``corpus``.
+
+    The tokenizer is the one saved with ``init`` when fine-tuning, else trained on ``corpus``.
+    """
+
+    docs = load_documents(corpus, text_field=text_field)
+    if init is not None:
+        tokenizer = load_tokenizer(init)
+        model = load_model(Path(init))
+        shape = shape_of(model)
+        seq_len = shape.seq_len
+    else:
+        tokenizer = train_tokenizer(docs.texts, vocab_size=vocab_size, cache_dir=cache_dir)
+        shape = model_shape(size, vocab_size=len(tokenizer), seq_len=seq_len)
+        model = shape.build(seed=train_kwargs.get("seed", 0))
+    splits = prepared(docs, tokenizer, seq_len=seq_len, cache_dir=cache_dir)
+    cfg = TrainConfig(max_flops=budget_flops, max_steps=steps, max_tokens=tokens,
+                      early_stopping_patience=early_stopping, **train_kwargs)
+    ledger = Ledger()
+    before = evaluate_loss(model, splits.valid.ids) if init is not None else None
+    result = train(
+        model, WindowSampler(splits.train.ids, cfg.batch_size, cfg.grad_accum, seed=cfg.seed),
+        cfg, seq_len=seq_len, flops_per_token=shape.train_flops_per_token(), ledger=ledger,
+        phase=phase, label=f"train {docs.name}", valid=splits.valid.ids,
+    )
+    after = evaluate_loss(model, splits.valid.ids)
+    model_dir = str(export_model(model, tokenizer, Path(out_dir))) if out_dir else None
+    return TrainRun(result, ledger, perplexity(before) if before is not None else None,
+                    perplexity(after), model_dir, shape.describe())
+
+
+def evaluate_model(
+    model_dir: str | Path, domains: list[str | Path], *, cache_dir: Path, text_field: str = "text",
+    split: str = "test", speed: bool = True,
+) -> dict:
+    """Perplexity of a saved model per domain and macro-averaged, plus inference speed."""
+
+    tokenizer = load_tokenizer(model_dir)
+    model = load_model(Path(model_dir))
+    shape = shape_of(model)
+    windows = {}
+    for path in domains:
+        docs = load_documents(path, text_field=text_field)
+        splits = prepared(docs, tokenizer, seq_len=shape.seq_len, cache_dir=cache_dir)
+        windows[docs.name] = getattr(splits, split).ids
+    ledger = Ledger()
+    out = {"perplexity": domain_perplexities(model, windows), "split": split,
+           "params": shape.params_total,
+           "inference_flops_per_token": shape.inference_flops_per_token()}
+    if speed:
+        model.config.use_cache = True
+        out["speed"] = measure_inference(
+            model, flops_per_token=shape.inference_flops_per_token(), ledger=ledger
+        ).__dict__
+    out["ledger"] = ledger.to_dict()["totals"]
+    return out

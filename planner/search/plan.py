@@ -1,0 +1,282 @@
+"""``plan()``: the product's main job. Search strategies under budgets, pick, build, report.
+
+Flow: load the data (fail early), refuse budgets no strategy can fit (with each strategy's
+minimum), open or resume the study, run trials (in this process, or one worker process per GPU
+group sharing the study), then evaluate the best feasible trial on the test split and write
+``plan.json``, ``trials.csv`` and the exported model.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from planner.core.errors import BudgetError, SpecplanError
+from planner.core.io import write_json, write_text
+from planner.core.reference import GUIDANCE, GUIDANCE_FAMILY, reference_guidance
+from planner.core.text import table
+from planner.engine.devices import gpu_groups, parse_gpus, resolve_device
+from planner.engine.evaluate import measure_inference
+from planner.engine.models import load_model
+from planner.run.results import RESULTS_CSV, write_table
+from planner.run.runner import plan_check, run_strategy
+from planner.search.study import (
+    Objective,
+    PlanSpec,
+    completed,
+    create_study,
+    feasible,
+    load_plan_inputs,
+    oom_errors,
+    open_storage,
+    recover_stale_trials,
+    run_worker,
+    settings_from_params,
+)
+from planner.search.workers import run_gpu_workers
+from strategies import get_strategy
+
+
+@dataclass
+class PlanResult:
+    out_dir: Path
+    plan: dict
+    summary: str
+
+
+def feasibility_report(spec: PlanSpec, inputs, cache_dir: Path) -> list[dict]:
+    """Each strategy's default configuration against the budgets, before any compute."""
+
+    objective = Objective(spec, inputs, cache_dir)
+    rows = []
+    for name in spec.strategies:
+        strategy = get_strategy(name)
+        ws = objective.workspace(spec.sizes[0])
+        settings = strategy.settings()
+        try:
+            estimate, status = plan_check(strategy, settings, ws)
+            rows.append({"strategy": name, "ok": True, "status": status,
+                         "min_generic_flops": estimate.min_generic_flops,
+                         "min_spec_flops": estimate.min_spec_flops, "reason": ""})
+        except (BudgetError, SpecplanError) as err:
+            try:
+                estimate = strategy.estimate(settings, ws)
+                minimum = (estimate.min_generic_flops, estimate.min_spec_flops)
+            except SpecplanError:  # the estimate itself refused (e.g. k > windows)
+                minimum = (math.nan, math.nan)
+            rows.append({"strategy": name, "ok": False, "status": "rejected",
+                         "min_generic_flops": minimum[0], "min_spec_flops": minimum[1],
+                         "reason": str(err)})
+    return rows
+
+
+def plan(
+    spec: PlanSpec, out_dir: str | Path, *, storage: str | None = None, gpus: str | None = None,
+    gpus_per_trial: int = 1, inputs=None,
+) -> PlanResult:
+    """Search, choose and build the specialized model; see the module docstring."""
+    out_dir = Path(out_dir)
+    cache_dir = Path(spec.cache_dir)
+    devices = parse_gpus(gpus)
+    groups = gpu_groups(devices, gpus_per_trial)
+    store = open_storage(storage, out_dir)
+    inputs = inputs or load_plan_inputs(spec)
+    checks = feasibility_report(spec, inputs, cache_dir)
+    if not any(row["ok"] for row in checks):
+        needs = "; ".join(f"{r['strategy']} needs >= {r['min_generic_flops']:.2g} pretraining and "
+                          f">= {r['min_spec_flops']:.2g} specialization FLOPs" for r in checks)
+        raise BudgetError(f"the budgets fit no strategy: {needs}")
+    study = create_study(spec, store)
+    retried = recover_stale_trials(study)
+    started = time.perf_counter()
+    if len(groups) > 1 or gpus_per_trial > 1:
+        run_gpu_workers(study.study_name, storage or str(out_dir / "study.journal"), groups,
+                        cache_dir)
+    else:
+        if devices:
+            spec.device = "cuda"
+        run_worker(study, Objective(spec, inputs, cache_dir), spec.trials,
+                   catch=oom_errors())
+    search_seconds = time.perf_counter() - started
+    return finish(study, spec, inputs, out_dir, checks, retried, search_seconds)
+
+
+# -- results ------------------------------------------------------------------------------------
+def trial_row(t) -> dict:
+    attrs = t.user_attrs
+    return {
+        "trial": t.number, "state": t.state.name, "strategy": t.params.get("strategy"),
+        "size": t.params.get("size"),
+        "macro_ppl": attrs.get("macro_ppl"), "macro_ppl_before": _macro(attrs.get("ppl_before")),
+        "generic_flops": attrs.get("generic_flops"),
+        "spec_flops": attrs.get("spec_flops"), "total_flops": attrs.get("total_flops"),
+        "generic_seconds": attrs.get("generic_seconds"), "spec_seconds": attrs.get("spec_seconds"),
+        "train_seconds": attrs.get("train_seconds"), "run_seconds": attrs.get("run_seconds"),
+        "artifact_reused": attrs.get("artifact_reused"), "feasible": feasible(t)
+        if t.state.name == "COMPLETE" else False,
+        "status": attrs.get("status") or attrs.get("rejected") or attrs.get("failure") or "",
+        "settings": json.dumps(attrs.get("settings") or settings_from_params(
+            t.params, t.params.get("strategy", ""))),
+    }
+
+
+def _macro(ppls: dict | None) -> float | None:
+    """exp of the mean log perplexity over domains (None when any domain has none)."""
+    if not ppls or any(v is None for v in ppls.values()):
+        return None
+    return math.exp(sum(math.log(v) for v in ppls.values()) / len(ppls))
+
+
+def finish(study, spec, inputs, out_dir: Path, checks, retried, search_seconds) -> PlanResult:
+    """Pick the best feasible trial, evaluate it on test, export it, write the reports."""
+    import pandas as pd
+
+    trials = study.get_trials(deepcopy=False)
+    frame = pd.DataFrame([trial_row(t) for t in trials])
+    write_text(out_dir / "trials.csv", frame.to_csv(index=False))
+    finished = completed(study)
+    results = [{"trial": t.number, "size": t.params.get("size"), **row}
+               for t in finished for row in t.user_attrs.get("results", [])]
+    if results:  # the finished trials as a results table: `specplan forecast --results OUT`
+        write_table(out_dir / RESULTS_CSV, pd.DataFrame(results))
+    # Trials a resumed study finished before specplan recorded their rows.
+    rowless = sum(1 for t in finished if "results" not in t.user_attrs)
+    done = [t for t in finished if feasible(t)]
+    if not done:
+        raise SpecplanError(f"no feasible trial finished in study {study.study_name}; see "
+                            f"{out_dir / 'trials.csv'} for why, and raise the budgets or --trials")
+    best = min(done, key=lambda t: t.user_attrs["macro_ppl"])
+    pareto = []
+    if spec.frontier:
+        pareto = [t.number for t in study.best_trials if feasible(t)]
+    runner_up = min((t for t in done if t.params["strategy"] != best.params["strategy"]),
+                    key=lambda t: t.user_attrs["macro_ppl"], default=None)
+    name = best.params["strategy"]
+    objective = Objective(spec, inputs, Path(spec.cache_dir))
+    ws = objective.workspace(best.params["size"])
+    started = time.perf_counter()
+    final = run_strategy(name, best.user_attrs["settings"], ws, inputs.domains,
+                         out_dir=out_dir / "model", evaluate_test=True)
+    speed = measure_chosen(final, ws)
+    final_seconds = time.perf_counter() - started
+    budgets = spec.budgets()
+    large = ws.shape(ws.large)
+    guided = reference_guidance(budgets, large.params_total, large.inference_flops_per_token())
+    plan_doc = {
+        "study": study.study_name,
+        "strategy": name,
+        "size": best.params["size"],
+        "settings": best.user_attrs["settings"],
+        "trial": best.number,
+        "budgets": {"pretrain_flops": budgets.pretrain_flops, "spec_flops": budgets.spec_flops,
+                    "inference": budgets.inference.describe(),
+                    "domain_tokens": budgets.domain_tokens,
+                    "domains_count": budgets.domains_count},
+        "estimated_cost": best.user_attrs["estimate"],
+        "measured_cost": {
+            "generic_flops": best.user_attrs["generic_flops"],
+            "spec_flops_per_domain": best.user_attrs["spec_flops"],
+            "total_flops_for_n_domains": best.user_attrs["total_flops"],
+            "final_run": {d.domain: d.ledger.to_dict()["totals"] for d in final.domains},
+        },
+        "perplexity": {
+            "validation_macro": best.user_attrs["macro_ppl"],
+            "validation": best.user_attrs["ppl"],
+            "before_fine_tuning": best.user_attrs["ppl_before"],
+            "test": {d.domain: d.ppl_test for d in final.domains},
+            "test_macro": math.exp(sum(math.log(d.ppl_test) for d in final.domains)
+                                   / len(final.domains)),
+        },
+        "why": why_text(best, runner_up, budgets.domains_count),
+        "runner_up": runner_up and {"strategy": runner_up.params["strategy"],
+                                    "trial": runner_up.number,
+                                    "validation_macro": runner_up.user_attrs["macro_ppl"],
+                                    "total_flops": runner_up.user_attrs["total_flops"]},
+        "reference_guidance": {"strategy": guided, "reason": GUIDANCE[guided],
+                               "agrees": name in GUIDANCE_FAMILY[guided]},
+        "ledger": final.ledger().totals(),
+        "inference_speed": speed,
+        "pareto_trials": pareto,
+        "model_dirs": {d.domain: d.model_dir for d in final.domains},
+        "feasibility": checks,
+        "retried_trials": retried,
+        "search_seconds": search_seconds,
+        "final_run_seconds": final_seconds,
+        "trials": len(trials),
+        "trials_without_results_rows": rowless,
+    }
+    write_json(out_dir / "plan.json", plan_doc)
+    return PlanResult(out_dir, plan_doc, summary_text(frame, plan_doc))
+
+
+def measure_chosen(report, ws) -> dict:
+    """Throughput and latency of the chosen model, charged to the run's inference phase."""
+
+    result = report.domains[0]
+    model = load_model(Path(result.model_dir)).to(resolve_device(ws.train.device))
+    model.config.use_cache = True
+    speed = measure_inference(model, flops_per_token=report.estimate.inference_flops_per_token,
+                              ledger=result.ledger)
+    return speed.__dict__
+
+
+def why_text(best, runner_up, n_domains: int) -> str:
+    b = best.user_attrs
+    if runner_up is None:
+        return f"{best.params['strategy']} was the only strategy with a feasible finished trial"
+    r = runner_up.user_attrs
+    return (f"{best.params['strategy']} reached validation perplexity {b['macro_ppl']:.2f} "
+            f"against {r['macro_ppl']:.2f} for the runner-up {runner_up.params['strategy']}, "
+            f"at a total cost for {n_domains} domain(s) of {b['total_flops']:.3g} FLOPs against "
+            f"{r['total_flops']:.3g}")
+
+
+def summary_text(frame, plan_doc: dict) -> str:
+    """A table per strategy (best feasible trial of each), the choice marked with '*'."""
+
+    lines = []
+    ok = frame[frame["state"] == "COMPLETE"]
+    rows = []
+    for name, group in ok.groupby("strategy"):
+        good = group[group["feasible"]]
+        pick = (good if len(good) else group).sort_values("macro_ppl").iloc[0]
+        rows.append({
+            " ": "*" if name == plan_doc["strategy"] else "",
+            "strategy": name, "trials": int((frame["strategy"] == name).sum()),
+            "ppl before FT": pick["macro_ppl_before"], "val ppl": pick["macro_ppl"],
+            "generic FLOPs": pick["generic_flops"],
+            "spec FLOPs": pick["spec_flops"], "total FLOPs": pick["total_flops"],
+            "feasible": bool(pick["feasible"]), "note": pick["status"] if pick["status"] != "ok"
+            else "",
+        })
+    rows.sort(key=lambda r: r["val ppl"])
+    untried = sorted(set(frame["strategy"].dropna()) - set(ok["strategy"]))
+    for name in untried:
+        reason = frame[frame["strategy"] == name]["status"].iloc[0]
+        rows.append({" ": "", "strategy": name, "trials": int((frame["strategy"] == name).sum()),
+                     "ppl before FT": float("nan"), "val ppl": float("nan"),
+                     "generic FLOPs": float("nan"), "spec FLOPs": float("nan"),
+                     "total FLOPs": float("nan"), "feasible": False,
+                     "note": reason[:60]})
+    p = plan_doc
+    lines.append(table(rows))
+    lines.append("")
+    lines.append(f"chosen: {p['strategy']} (size {p['size']}, trial {p['trial']}): test perplexity "
+                 f"{p['perplexity']['test_macro']:.2f} (macro over {len(p['perplexity']['test'])} "
+                 f"domain(s))")
+    lines.append(f"why: {p['why']}")
+    g = p["reference_guidance"]
+    lines.append(f"reference study's guidance: {g['strategy']} ({g['reason']}); "
+                 f"{'this plan agrees' if g['agrees'] else 'this plan differs at this scale'}")
+    lines.append(f"model: {', '.join(p['model_dirs'].values())}")
+    if p.get("trials_without_results_rows"):
+        lines.append(f"results.csv leaves out {p['trials_without_results_rows']} trial(s) "
+                     "finished by an older specplan (no per-domain rows were recorded)")
+    speed = p["inference_speed"]
+    lines.append(f"inference: {speed['tokens_per_second']:.0f} tokens/s (batch "
+                 f"{speed['batch_size']}), {speed['latency_ms_per_token']:.2f} ms/token (batch 1)")
+    lines.append("cost ledger of the chosen plan (generic shared; specialization per domain):")
+    lines.append(table([{"phase": phase, **values} for phase, values in p["ledger"].items()]))
+    return "\n".join(lines)

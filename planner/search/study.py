@@ -1,0 +1,413 @@
+"""Optuna-driven search over strategies and their settings, under budgets.
+
+One study per plan, named by a hash of its inputs, so re-running the same command resumes it.
+The strategy is a categorical choice and each strategy adds its own settings (define-by-run,
+names prefixed by the strategy). One default trial per strategy is queued first so every
+strategy is tried. Analytic estimates reject a configuration before any compute is spent (the
+trial is pruned with the reason); measured costs become Optuna constraints (feasible when <= 0).
+Intermediate validation losses during fine-tuning drive an asynchronous successive-halving
+pruner whose resource is the number of fine-tuning tokens seen. ``frontier`` mode is a
+two-objective study (perplexity, total cost for N domains) without pruning, which Optuna does
+not support for several objectives.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from planner.core.budgets import Budgets, InferenceCap, total_cost
+from planner.core.errors import BudgetError, SpecplanError
+from planner.core.io import content_hash, write_json
+from planner.data.inputs import demo_inputs, load_inputs
+from planner.engine.train import TrainConfig
+from planner.run.runner import plan_check, run_strategy
+from strategies import get_strategy
+from strategies.workspace import Workspace
+
+STATE_FILE = "study.journal"
+
+
+@dataclass
+class PlanSpec:
+    """Everything that defines a plan; stored in the study so any worker can rebuild it."""
+
+    generic: str | None
+    domains: list[str]
+    demo: bool
+    demo_domains: list[str]
+    pretrain_flops: float
+    spec_flops: float
+    inference: dict  # InferenceCap fields
+    domain_tokens: int | None
+    domains_count: int
+    strategies: list[str]
+    trials: int
+    frontier: bool = False
+    sizes: list[str] = field(default_factory=lambda: ["small"])
+    large: str = "large"
+    seq_len: int = 128
+    vocab_size: int = 4096
+    text_field: str = "text"
+    tokenizer_dir: str | None = None
+    batch_size: int = 16
+    eval_every: int = 50
+    embedder: str = "hashed"
+    pruner: str = "asha"
+    seed: int = 0
+    cache_dir: str = ".cache/specplan"
+    device: str = "auto"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PlanSpec":
+        return cls(**data)
+
+    def study_name(self) -> str:
+        """A name derived from what the study searches (not from where it runs)."""
+        keys = self.to_dict()
+        for local in ("cache_dir", "device", "trials"):
+            keys.pop(local)
+        return "specplan-" + content_hash(json.dumps(keys, sort_keys=True))
+
+    def budgets(self):
+        return Budgets(self.pretrain_flops, self.spec_flops, InferenceCap(**self.inference),
+                       self.domain_tokens, self.domains_count)
+
+
+# -- storage ------------------------------------------------------------------------------------
+def open_storage(url: str | None, out_dir: Path):
+    """Journal file in the output folder by default; an RDB URL for many machines.
+
+    Raises:
+        SpecplanError: for a storage that cannot be reached, before anything runs.
+    """
+    import optuna
+
+    if url is None:
+        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = str(out_dir / STATE_FILE)
+        return optuna.storages.JournalStorage(JournalFileBackend(path, JournalFileOpenLock(path)))
+    if url.endswith(".journal") or url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+        path = url.removeprefix("journal:")
+        return optuna.storages.JournalStorage(JournalFileBackend(path, JournalFileOpenLock(path)))
+    try:
+        with warnings.catch_warnings():  # heartbeats are "experimental" but are what we need
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url, heartbeat_interval=30, grace_period=90,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=1),
+                engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
+            )
+    except Exception as err:  # sqlalchemy raises many kinds; all mean "cannot use this URL"
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise SpecplanError(f"--storage {url}: cannot open the study storage ({first[:200]}); "
+                            f"check the URL, the server and credentials") from None
+
+
+def recover_stale_trials(study) -> list[int]:
+    """Mark trials left RUNNING by a killed worker as failed and queue them again.
+
+    The journal has no heartbeats, so a plan started on a study assumes none of its earlier
+    workers still runs (re-running the command after a crash). RDB storages use heartbeats and
+    Optuna's own retry callback instead.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    if not isinstance(study._storage, optuna.storages.JournalStorage):
+        optuna.storages.fail_stale_trials(study)
+        return []
+    retried = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_user_attr(trial._trial_id, "failure", "worker killed")
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        if trial.params:
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+        retried.append(trial.number)
+    return retried
+
+
+def create_study(spec: PlanSpec, storage):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # specplan prints a line per trial
+
+    kwargs = dict(study_name=spec.study_name(), storage=storage, load_if_exists=True,
+                  sampler=optuna.samplers.TPESampler(seed=spec.seed))
+    if spec.frontier:
+        study = optuna.create_study(directions=["minimize", "minimize"], **kwargs)
+        with warnings.catch_warnings():  # experimental since Optuna 3.2; only labels the axes
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(["perplexity", "total FLOPs"])
+    else:
+        study = optuna.create_study(direction="minimize", pruner=make_pruner(spec.pruner),
+                                    **kwargs)
+    if "spec" not in study.user_attrs:
+        study.set_user_attr("spec", spec.to_dict())
+        for name in spec.strategies:  # every strategy tried once with its defaults
+            study.enqueue_trial(default_params(name, spec), user_attrs={"default": True},
+                                skip_if_exists=True)
+    return study
+
+
+def make_pruner(name: str):
+    import optuna
+
+    if name == "asha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise SpecplanError(f"--pruner {name!r}: use asha, hyperband or none")
+
+
+def default_params(name: str, spec: PlanSpec) -> dict:
+    settings = get_strategy(name).settings()
+    params = {"strategy": name, "size": spec.sizes[0]}
+    for f in dataclasses.fields(settings):
+        if f.metadata.get("low") is not None or f.metadata.get("choices") is not None:
+            params[f"{name}.{f.name}"] = getattr(settings, f.name)
+    return params
+
+
+# -- the objective ------------------------------------------------------------------------------
+class Objective:
+    """Runs one trial: sample, check budgets analytically, run, record costs as constraints."""
+
+    def __init__(self, spec: PlanSpec, inputs, cache_dir: Path):
+        self.spec = spec
+        self.inputs = inputs
+        self.cache_dir = cache_dir
+        self.budgets = spec.budgets()
+        self.clusterings: dict = {}
+
+    def workspace(self, size: str, on_eval=None):
+        ws = Workspace(
+            self.inputs.generic, self.inputs.tokenizer, self.budgets, self.cache_dir,
+            small=size, large=self.spec.large, embedder=self.spec.embedder, on_eval=on_eval,
+            train=TrainConfig(max_steps=1, batch_size=self.spec.batch_size, seed=self.spec.seed,
+                              device=self.spec.device, eval_every=self.spec.eval_every),
+        )
+        ws._clusterings = self.clusterings  # one clustering per k for the whole study
+        return ws
+
+    def __call__(self, trial):
+        """Sample a configuration and run it (rank 0 shares it with a multi-GPU trial's ranks)."""
+        return self.evaluate(trial, broadcast(self.sample(trial)))
+
+    def sample(self, trial) -> dict:
+        name = trial.suggest_categorical("strategy", self.spec.strategies)
+        size = trial.suggest_categorical("size", self.spec.sizes)
+
+        settings = get_strategy(name).search_space(trial)
+        return {"strategy": name, "size": size, "settings": settings.to_dict()}
+
+    def evaluate(self, trial, params: dict):
+        import optuna
+        import torch
+
+        name, size = params["strategy"], params["size"]
+        strategy = get_strategy(name)
+        settings = strategy.settings(params["settings"])
+        seen = {"offset": 0, "last": 0}
+
+        def report(step: int, tokens: int, val_loss: float) -> None:
+            """Fine-tuning tokens seen so far in this trial (over its domains) as the resource."""
+            if tokens < seen["last"]:  # the next domain's fine-tuning started
+                seen["offset"] += seen["last"]
+            seen["last"] = tokens
+            if self.spec.frontier:
+                return
+            resource = seen["offset"] + tokens
+            trial.report(math.exp(min(val_loss, 50.0)), resource)
+            # A strategy's default trial always finishes, so every strategy gets a full result.
+            # Rank 0 decides for every rank of a multi-GPU trial.
+            if broadcast(not trial.user_attrs.get("default") and trial.should_prune()):
+                trial.set_user_attr("status", f"pruned after {resource} fine-tuning tokens")
+                raise optuna.TrialPruned(f"pruned after {resource} fine-tuning tokens")
+
+        ws = self.workspace(size, on_eval=report)
+        try:
+            estimate, status = plan_check(strategy, settings, ws)
+        except BudgetError as err:
+            trial.set_user_attr("rejected", str(err))
+            raise optuna.TrialPruned(f"rejected before compute: {err}") from None
+        trial.set_user_attr("estimate", estimate.to_dict())
+        started = time.perf_counter()
+        try:
+            report_ = run_strategy(name, settings, ws, self.inputs.domains)
+        except torch.OutOfMemoryError as err:  # the study records the trial failed, goes on
+            trial.set_user_attr("failure", f"out of memory: {str(err).splitlines()[0][:200]}")
+            raise
+        finally:  # compute spent by this trial, pruned or not (reused artifacts cost 0 s here)
+            trial.set_user_attr("train_seconds", sum(
+                e.seconds for e in ws.ledger.entries if e.device != "cache"))
+            trial.set_user_attr("run_seconds", time.perf_counter() - started)
+        return self.record(trial, report_, estimate, status)
+
+    def record(self, trial, report, estimate, status):
+        generic = report.generic_ledger.totals()["generic"]
+        spec = [d.ledger.totals()["specialization"] for d in report.domains]
+        spec_flops = max(s["flops"] for s in spec)
+        spec_seconds = sum(s["seconds"] for s in spec)
+        cap = self.budgets.inference
+        trial.set_constraint("generic_flops", generic["flops"] - self.budgets.pretrain_flops)
+        trial.set_constraint("spec_flops", spec_flops - self.budgets.spec_flops)
+        if cap.params is not None:
+            trial.set_constraint("inference_params", estimate.params_inference - cap.params)
+        if cap.flops_per_token is not None:
+            trial.set_constraint("inference_flops",
+                                 estimate.inference_flops_per_token - cap.flops_per_token)
+        trial.set_user_attr("status", status)
+        trial.set_user_attr("devices", report.ledger().devices())
+        trial.set_user_attr("artifact_reused", report.artifact_reused)
+        trial.set_user_attr("generic_flops", generic["flops"])
+        trial.set_user_attr("generic_seconds", 0.0 if report.artifact_reused else generic["seconds"])
+        trial.set_user_attr("spec_flops", spec_flops)
+        trial.set_user_attr("spec_seconds", spec_seconds)
+        trial.set_user_attr("ppl", {d.domain: d.ppl_after for d in report.domains})
+        trial.set_user_attr("ppl_before", {d.domain: d.ppl_before for d in report.domains})
+        trial.set_user_attr("ppl_generic", report.ppl_generic)
+        trial.set_user_attr("macro_ppl", report.macro_ppl)
+        trial.set_user_attr("settings", report.settings.to_dict())
+        # One row per domain in the sweeps' results-table layout, so that plan trials feed
+        # forecasts and reports like sweep points do (plan.py writes them to results.csv).
+        trial.set_user_attr("results", report.rows(self.budgets))
+        total = total_cost(generic["flops"], spec_flops, self.budgets.domains_count)
+        trial.set_user_attr("total_flops", total)
+        if self.spec.frontier:
+            return report.macro_ppl, total
+        return report.macro_ppl
+
+
+def broadcast(value):
+    """Rank 0's value on every rank of a distributed trial; the value itself otherwise."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+class FollowerTrial:
+    """Stands in for the Optuna trial on ranks > 0 of a multi-GPU trial.
+
+    Rank 0 holds the real trial: it samples, reports and decides pruning, and broadcasts what
+    the other ranks need. Here the records are dropped.
+    """
+
+    user_attrs: dict = {}
+
+    def report(self, value: float, step: int) -> None:
+        pass
+
+    def should_prune(self) -> bool:
+        return False
+
+    def set_user_attr(self, key: str, value) -> None:
+        pass
+
+    def set_constraint(self, key: str, value: float) -> None:
+        pass
+
+
+def feasible(trial) -> bool:
+    """Every recorded constraint satisfied and the deployed model within the inference budget."""
+    return (all(v <= 0 for v in trial.constraints.values())
+            and trial.user_attrs.get("status", "ok") == "ok")
+
+
+def completed(study) -> list:
+    from optuna.trial import TrialState
+
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+
+
+def settings_from_params(params: dict, name: str) -> dict:
+    prefix = f"{name}."
+    return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
+
+
+def run_worker(study, objective: Objective, n_trials: int, *, catch=()) -> int:
+    """Optimise until the study holds ``n_trials`` finished trials (across all workers).
+
+    Returns:
+        The number of trials this worker ran.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    done_states = (TrialState.COMPLETE, TrialState.PRUNED)
+    if len(study.get_trials(deepcopy=False, states=done_states)) >= n_trials:
+        return 0
+    ran = []
+    study.optimize(
+        objective, catch=catch,
+        callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=done_states),
+                   lambda study, trial: ran.append(trial.number), log_trial],
+    )
+    return len(ran)
+
+
+def log_trial(study, trial) -> None:
+    """One line on stderr per finished trial: what ran, what it cost, how good it was."""
+    import sys
+
+    attrs, name = trial.user_attrs, trial.params.get("strategy", "?")
+    if trial.state.name == "COMPLETE":
+        what = (f"val ppl {attrs['macro_ppl']:.2f}, generic {attrs['generic_flops']:.2e} FLOPs"
+                f"{' (reused)' if attrs.get('artifact_reused') else ''}, "
+                f"spec {attrs['spec_flops']:.2e} FLOPs")
+    else:
+        what = (attrs.get("rejected") or attrs.get("status") or attrs.get("failure")
+                or trial.state.name.lower())
+    seconds = attrs.get("train_seconds")
+    took = f" [{seconds:.0f} s training]" if seconds else ""
+    print(f"trial {trial.number} {name}: {what}{took}", file=sys.stderr, flush=True)
+
+
+def load_spec(study) -> PlanSpec:
+    if "spec" not in study.user_attrs:
+        raise SpecplanError(f"study {study.study_name!r} was not created by specplan plan")
+    return PlanSpec.from_dict(study.user_attrs["spec"])
+
+
+def study_names(storage) -> list[str]:
+    import optuna
+
+    return [s.study_name for s in optuna.get_all_study_summaries(storage)]
+
+
+def write_spec(out_dir: Path, spec: PlanSpec) -> None:
+    write_json(Path(out_dir) / "plan-spec.json", spec.to_dict())
+
+
+def oom_errors() -> tuple:
+    """Errors that fail one trial (recorded with the reason) without stopping the study."""
+    import torch
+
+    return (torch.OutOfMemoryError,)
+
+
+def load_plan_inputs(spec: PlanSpec):
+    kw = dict(seq_len=spec.seq_len, vocab_size=spec.vocab_size, domain_tokens=spec.domain_tokens,
+              seed=spec.seed)
+    if spec.demo:
+        return demo_inputs(spec.cache_dir, tuple(spec.demo_domains), **kw)
+    return load_inputs(spec.generic, spec.domains, cache_dir=spec.cache_dir,
+                       text_field=spec.text_field, tokenizer_dir=spec.tokenizer_dir, **kw)

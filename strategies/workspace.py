@@ -1,0 +1,231 @@
+"""What every strategy run shares: data, tokenizer, budgets, model sizes, caches, the ledger.
+
+The workspace owns the two caches that make shared pretraining real: clusterings of the generic
+windows (by k and embedder) and pretraining artifacts (by strategy, the settings that shape
+pretraining, the generic corpus, the budget, the model shapes and the seed). A trial or a domain
+that needs an artifact that exists loads it and says so (``Artifact.reused``).
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from planner.core.cost import Ledger
+from planner.core.errors import SpecplanError
+from planner.core.io import atomic_dir, content_hash, write_json
+from planner.data.clustering import fit_clustering
+from planner.engine.models import SIZES, ModelShape, model_shape
+from planner.engine.train import (
+    TrainConfig,
+    TrainResult,
+    WindowSampler,
+    evaluate_loss,
+    lm_loss,
+    train,
+)
+
+# Training-template fields that do not change the weights a run produces.
+_NOT_IN_WEIGHTS = frozenset({"device", "compile", "checkpoint_dir", "checkpoint_every", "resume",
+                             "max_steps", "max_tokens", "max_flops"})
+
+
+@dataclass
+class Workspace:
+    """Shared context of strategy runs.
+
+    Args:
+        generic: the generic corpus (``planner.data.corpus.CorpusSplits``).
+        tokenizer: its tokenizer (exported next to every model).
+        budgets: ``strategies.base.Budgets``.
+        cache_dir: where artifacts and clusterings are cached.
+        small: size of the deployed model (the inference budget's size).
+        large: size of the large model (``llm``, distillation teachers).
+        train: template for every training run (batch size, device, precision, seed...).
+        embedder: clustering embedder (``hashed`` or ``minilm``).
+        on_eval: called ``(step, tokens, val_loss)`` during fine-tuning (pruning hooks).
+    """
+
+    generic: object
+    tokenizer: object
+    budgets: object
+    cache_dir: Path
+    small: str = "small"
+    large: str = "large"
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=1))
+    embedder: str = "hashed"
+    on_eval: Callable[[int, int, float], None] | None = None
+    ledger: Ledger = field(default_factory=Ledger)
+    _clusterings: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.cache_dir = Path(self.cache_dir)
+        for size in (self.small, self.large):
+            if size not in SIZES:
+                raise SpecplanError(f"unknown model size {size!r}; choose one of {', '.join(SIZES)}")
+
+    @property
+    def seq_len(self) -> int:
+        return self.generic.train.seq_len
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokenizer)
+
+    def shape(self, size: str) -> ModelShape:
+        return model_shape(size, vocab_size=self.vocab_size, seq_len=self.seq_len)
+
+    def train_config(self, **overrides) -> TrainConfig:
+        """The template with this run's stops and rates (always one fresh object)."""
+        base = replace(self.train, max_steps=None, max_tokens=None, max_flops=None)
+        return replace(base, **overrides)
+
+    def decode(self, ids: list[list[int]]) -> list[str]:
+        return self.tokenizer.batch_decode(ids)
+
+    @contextmanager
+    def charging(self, ledger: Ledger):
+        """Charge everything inside the block to ``ledger`` (one part's costs, kept apart)."""
+        outer, self.ledger = self.ledger, ledger
+        try:
+            yield ledger
+        finally:
+            self.ledger = outer
+
+    # -- caches ---------------------------------------------------------------------------------
+    def clustering(self, k: int):
+        """The k-means clustering of the generic train windows (cached in memory and on disk)."""
+
+        key = (k, self.embedder)
+        if key not in self._clusterings:
+            self._clusterings[key] = fit_clustering(
+                self.generic.train, k=k, embedder=self.embedder, seed=self.train.seed,
+                cache_dir=self.cache_dir, decode=self.decode,
+            )
+        return self._clusterings[key]
+
+    def artifact_key(self, strategy, settings) -> str:
+        """What the pretrained weights depend on: a change to any of it trains anew.
+
+        The training template counts whole (schedule, optimizer, seed, batch, validation that
+        picks the best weights), except where and how it runs (device, compile, checkpoints)
+        and the stops, which each run sets from its budget.
+        """
+        template = {k: v for k, v in asdict(self.train).items() if k not in _NOT_IN_WEIGHTS}
+        return content_hash(
+            strategy.name,
+            json.dumps(settings.generic_part(), sort_keys=True),
+            self.generic.fingerprint,
+            repr(float(self.budgets.pretrain_flops)),
+            json.dumps([self.shape(self.small).to_dict(), self.shape(self.large).to_dict()]),
+            json.dumps(template, sort_keys=True),
+            self.embedder,
+        )
+
+    def artifact(self, strategy, settings):
+        """Load the strategy's pretraining artifact, or train and cache it.
+
+        Returns:
+            ``strategies.base.Artifact``; ``reused`` says whether it came from the cache. Its
+            ledger holds the generic cost, whether paid now or by the run that made it.
+        """
+
+        if not strategy.has_generic_phase:
+            return Artifact(None, {}, Ledger())
+        folder = self.cache_dir / "artifacts" / f"{strategy.name}-{self.artifact_key(strategy, settings)}"
+        if (folder / "meta.json").exists():
+            meta = json.loads((folder / "meta.json").read_text())
+            ledger = Ledger.from_dict(json.loads((folder / "ledger.json").read_text()))
+            self.ledger.charge("generic", label="reused artifact", tokens=0, flops=0.0,
+                               seconds=0.0, device="cache")
+            return Artifact(folder, meta, ledger, reused=True)
+        run_ledger = Ledger()
+        with self.charging(run_ledger):
+            if _rank() == 0:
+                with atomic_dir(folder) as tmp:
+                    meta = strategy.pretrain(settings, self, tmp)
+                    write_json(tmp / "ledger.json", run_ledger.to_dict())
+                    write_json(tmp / "meta.json", meta)
+            else:  # other ranks of a multi-GPU trial train alongside rank 0, which saves
+                with tempfile.TemporaryDirectory() as tmp:
+                    meta = strategy.pretrain(settings, self, Path(tmp))
+        _barrier()  # every rank reads the artifact rank 0 saved
+        self.ledger.extend(run_ledger)
+        return Artifact(folder, meta, run_ledger, reused=False)
+
+    # -- the common training steps of strategies -----------------------------------------------
+    def pretrain_model(
+        self, model: torch.nn.Module, windows: torch.Tensor, *, flops_per_token: float,
+        max_flops: float, lr: float, label: str, order: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None, phase: str = "generic", loss_fn=None,
+    ) -> TrainResult:
+        """Train from scratch on windows (or an index stream over them) within ``max_flops``."""
+        cfg = self.train_config(lr=lr, max_flops=max_flops)
+        source = WindowSampler(windows, cfg.batch_size, cfg.grad_accum, seed=cfg.seed, order=order)
+        extra = {"loss_fn": loss_fn} if loss_fn else {}
+        return train(
+            model, source, cfg, seq_len=self.seq_len, flops_per_token=flops_per_token,
+            ledger=self.ledger, phase=phase, label=label,
+            valid=valid if valid is not None else self.generic.valid.ids, **extra,
+        )
+
+    def finetune(
+        self, model: torch.nn.Module, domain, settings, *, flops_per_token: float,
+        max_flops: float, label: str = "fine-tune", loss_fn=None, lr: float | None = None,
+    ) -> tuple[float, TrainResult]:
+        """Evaluate on the domain, then fine-tune with early stopping within ``max_flops``.
+
+        ``lr`` overrides ``settings.ft_lr`` (training from scratch uses the pretraining rate).
+
+        Returns:
+            (validation loss before fine-tuning, the training result; the model holds the
+            best-validation weights).
+        """
+
+        valid = domain.valid.ids
+        subset = valid[: self.train.eval_windows or None]  # what the engine validates on
+        start = evaluate_loss(model, subset)
+        # Reported on the whole split, like the perplexity after fine-tuning.
+        before = start if len(subset) == len(valid) else evaluate_loss(model, valid)
+        steps_per_epoch = max(1, domain.train.n // self.train.batch_size)
+        cfg = self.train_config(
+            lr=lr or settings.ft_lr, max_flops=max_flops, warmup_steps=min(10, steps_per_epoch),
+            early_stopping_patience=settings.ft_patience,
+            eval_every=max(1, min(self.train.eval_every, steps_per_epoch // 2 or 1)),
+        )
+        source = WindowSampler(domain.train.ids, cfg.batch_size, cfg.grad_accum, seed=cfg.seed)
+        result = train(
+            model, source, cfg, seq_len=self.seq_len, flops_per_token=flops_per_token,
+            ledger=self.ledger, phase="specialization", label=label, valid=valid,
+            loss_fn=loss_fn or lm_loss, eval_loss_fn=lm_loss, on_eval=self.on_eval,
+            start_loss=start,
+        )
+        return before, result
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+@dataclass
+class Artifact:
+    """A pretraining result on disk, shared by every domain and trial that needs it."""
+
+    folder: Path | None
+    meta: dict
+    ledger: Ledger
+    reused: bool = False
