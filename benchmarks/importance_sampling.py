@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
         domain = inputs.domains[args.domain]
         ws = Workspace(inputs.generic, inputs.tokenizer,
                        Budgets(pretrain_flops=0.0, spec_flops=args.budget), cache, small=args.size,
-                       train=TrainConfig(max_steps=1, batch_size=args.batch_size, device="cpu",
+                       train=TrainConfig(batch_size=args.batch_size, device="cpu",
                                          seed=args.seed, eval_every=10**9, eval_windows=None))
         shape = ws.shape(ws.small)
         steps = steps_within(args.budget, shape, ws)

@@ -33,12 +33,13 @@ def main() -> None:
     from planner.core.budgets import parse_inference_budget
     from planner.data.demo import DEMO_BUDGETS, DEMO_DOMAIN_TOKENS
     from planner.search.plan import load_plan_inputs, plan
+    from planner.core.args import DataArgs
     from planner.search.study import PlanSpec
     from strategies import available
 
     names = args.strategies.split(",") if args.strategies else available()
     spec = PlanSpec(
-        generic=None, domains=[], demo=True, demo_domains=["legal"],
+        data=DataArgs(demo=True),
         pretrain_flops=float(args.pretrain_budget or DEMO_BUDGETS["pretrain"]),
         spec_flops=float(args.spec_budget or DEMO_BUDGETS["spec"]),
         inference=parse_inference_budget(DEMO_BUDGETS["inference"]).__dict__,

@@ -20,7 +20,7 @@ Why it is shaped this way:
   file lock (``.claims/<group>.lock``); a claimed group is skipped by the others. Artifacts that
   two groups can share (a distillation teacher that is also another point's model, a clustering
   used by several strategies) are built under a blocking lock per artifact
-  (:class:`SweepWorkspace`): the second process waits, then loads what the first one built.
+  (``make_workspace(..., cross_process_locks=True)``): the second process waits, then loads what the first one built.
   Locks are ``flock`` locks, released by the kernel when a process dies, so a killed worker
   never leaves a stale claim.
 * **Resume.** A point is identified by a hash of everything that changes its result (data
@@ -53,16 +53,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from planner.core.args import ConfigError, DataArgs, RunArgs, field_names, from_mapping
 from planner.core.budgets import Budgets, parse_budget, parse_inference_budget
 from planner.core.cost import PROFILES, hardware_profile
 from planner.core.errors import SpecplanError
 from planner.core.io import content_hash, file_lock, write_json
 from planner.core.units import format_count, parse_count
-from planner.data.clustering import get_embedder
-from planner.data.inputs import demo_inputs, load_inputs
 from planner.engine.devices import parse_gpus, resolve_device
 from planner.engine.models import SIZES
-from planner.engine.train import TrainConfig
+from planner.run.config import check_run_args, load_data, make_workspace
 from planner.run.results import (
     append_rows,
     failed_rows,
@@ -73,7 +72,6 @@ from planner.run.results import (
 from planner.run.runner import run_strategy
 from planner.search.study import open_storage, recover_stale_trials
 from strategies import get_strategy
-from strategies.workspace import Workspace
 
 SWEEP_JSON = "sweep.json"
 #: Columns the sweep adds to :meth:`planner.run.runner.RunReport.rows`.
@@ -99,26 +97,13 @@ class SweepConfig:
     domain_tokens: tuple[int, ...]
     strategies: tuple[str, ...]
     settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    generic: str | None = None
-    domains: tuple[str, ...] = ()
-    demo: bool = False
-    demo_domains: tuple[str, ...] = ("legal",)
+    data: DataArgs = field(default_factory=DataArgs)
+    run: RunArgs = field(default_factory=RunArgs)
     small: str = "small"
-    large: str = "large"
-    seq_len: int = 128
-    vocab_size: int = 4096
-    tokenizer: str | None = None
-    text_field: str = "text"
-    batch_size: int = 16
-    eval_every: int = 50
-    eval_windows: int = 256
     inference_budget: str | None = None
     utilization: float | None = None
-    seed: int = 0
     mode: str = "grid"
     samples: int | None = None
-    embedder: str = "hashed"
-    device: str = "auto"
     threads: int | None = None
 
     def to_dict(self) -> dict:
@@ -157,7 +142,7 @@ def load_config(path: str | Path) -> SweepConfig:
 
 _SCALARS: dict[str, type | tuple[type, ...]] = {
     "name": str, "generic": str, "demo": bool, "seq_len": int, "vocab_size": int,
-    "tokenizer": str, "text_field": str, "batch_size": int, "eval_every": int,
+    "tokenizer": str, "text_field": str, "encoding": str, "batch_size": int, "eval_every": int,
     "eval_windows": int, "inference_budget": (str, int, float), "utilization": (int, float),
     "seed": int, "mode": str, "samples": int, "embedder": str, "device": str, "threads": int,
 }
@@ -268,11 +253,6 @@ def _parse(data: dict, source: str, base_dir: Path | None) -> SweepConfig:
     if "utilization" in values and not 0 < values["utilization"] <= 1:
         raise SpecplanError(f"{source}: utilization must be a fraction in (0, 1]")
 
-    try:
-        get_embedder(values.get("embedder", "hashed"))
-    except SpecplanError as err:
-        raise SpecplanError(f"{source}: embedder: {err}") from None
-
     demo = values.get("demo", False)
     if demo and ("generic" in values or "domains" in values):
         raise SpecplanError(f"{source}: give either demo = true (with demo_domains) or generic "
@@ -288,7 +268,15 @@ def _parse(data: dict, source: str, base_dir: Path | None) -> SweepConfig:
                 values[key] = str(_resolve(values[key], base_dir))
         if "domains" in values:
             values["domains"] = tuple(str(_resolve(p, base_dir)) for p in values["domains"])
-    return SweepConfig(**values)
+    try:
+        values["data"] = from_mapping(DataArgs, values)
+        values["run"] = from_mapping(RunArgs, values)
+        check_run_args(values["run"])
+    except ConfigError as err:
+        key = f"sizes.{err.name}" if err.name == "large" else err.name
+        raise SpecplanError(f"{source}: {key}: {err.problem}") from None
+    names = field_names(SweepConfig)
+    return SweepConfig(**{k: v for k, v in values.items() if k in names})
 
 
 def _resolve(path: str, base_dir: Path) -> Path:
@@ -341,13 +329,8 @@ def load_context(config: SweepConfig, cache_dir: Path) -> SweepContext:
     """
 
     cache_dir = Path(cache_dir)
-    kw = dict(seq_len=config.seq_len, vocab_size=config.vocab_size)
-    if config.demo:
-        inputs = demo_inputs(cache_dir, config.demo_domains, **kw)
-    else:
-        inputs = load_inputs(config.generic, list(config.domains), cache_dir=cache_dir,
-                             text_field=config.text_field, tokenizer_dir=config.tokenizer, **kw)
-    cuts = {tokens: {name: splits.cut(tokens, seed=config.seed)
+    inputs = load_data(config.data, cache_dir)
+    cuts = {tokens: {name: splits.cut(tokens, seed=config.run.seed)
                      for name, splits in inputs.domains.items()}
             for tokens in config.domain_tokens}
     budgets = {text: parse_budget(text, what="budget", utilization=config.utilization,
@@ -357,11 +340,11 @@ def load_context(config: SweepConfig, cache_dir: Path) -> SweepContext:
     fingerprint = content_hash(json.dumps({
         "generic": inputs.generic.fingerprint,
         "domains": {name: s.fingerprint for name, s in sorted(inputs.domains.items())},
-        "small": config.small, "large": config.large, "seq_len": config.seq_len,
-        "vocab_size": len(inputs.tokenizer), "batch_size": config.batch_size,
-        "eval_every": config.eval_every, "eval_windows": config.eval_windows,
-        "inference_budget": config.inference_budget, "seed": config.seed,
-        "embedder": config.embedder,
+        "small": config.small, "large": config.run.large, "seq_len": config.data.seq_len,
+        "vocab_size": len(inputs.tokenizer), "batch_size": config.run.batch_size,
+        "eval_every": config.run.eval_every, "eval_windows": config.run.eval_windows,
+        "inference_budget": config.inference_budget, "seed": config.run.seed,
+        "embedder": config.run.embedder,
     }, sort_keys=True))
     return SweepContext(config, cache_dir, inputs, cuts, fingerprint, budgets)
 
@@ -410,32 +393,6 @@ def grid_points(ctx: SweepContext) -> list[list[Point]]:
     return ordered
 
 
-# -- workspace with cross-process locks --------------------------------------------------------
-
-
-class SweepWorkspace(Workspace):
-    """A workspace whose cached builds (artifacts, clusterings) hold a lock per cache entry.
-
-    Two processes asking for the same artifact would otherwise both train it; with the lock the
-    second waits and then finds it in the cache. ``dataclasses.replace`` keeps this class, so
-    sub-workspaces (distillation teachers) are locked too.
-    """
-
-    def artifact(self, strategy, settings):
-        if not strategy.has_generic_phase:
-            return super().artifact(strategy, settings)
-        name = f"{strategy.name}-{self.artifact_key(strategy, settings)}"
-        with file_lock(self.cache_dir / "locks" / f"artifact-{name}.lock"):
-            return super().artifact(strategy, settings)
-
-    def clustering(self, k: int):
-        if (k, self.embedder) in self._clusterings:
-            return self._clusterings[(k, self.embedder)]
-        key = content_hash(self.generic.fingerprint, str(k), self.embedder, str(self.train.seed))
-        with file_lock(self.cache_dir / "locks" / f"clusters-{key}.lock"):
-            return super().clustering(k)
-
-
 # -- running points -----------------------------------------------------------------------------
 def _device_seconds(flops: float, device: str, cache_dir: Path) -> float:
     """Estimated seconds for ``flops`` on ``device``: its profile's peak times utilisation.
@@ -465,14 +422,8 @@ def run_point(ctx: SweepContext, point: Point) -> list[dict]:
     budgets = Budgets(point.pretrain_flops, point.spec_flops,
                       parse_inference_budget(config.inference_budget), point.domain_tokens,
                       len(domains))
-    ws = SweepWorkspace(
-        ctx.inputs.generic, ctx.inputs.tokenizer, budgets, ctx.cache_dir, small=config.small,
-        large=config.large, embedder=config.embedder,
-        train=TrainConfig(max_steps=1, batch_size=config.batch_size, seed=config.seed,
-                          device=config.device, eval_every=config.eval_every,
-                          eval_windows=config.eval_windows),
-    )
-    ws._clusterings = ctx.clusterings  # one clustering per k for the whole process
+    ws = make_workspace(ctx.inputs, budgets, config.run, ctx.cache_dir, small=config.small,
+                        clusterings=ctx.clusterings, cross_process_locks=True)
     started = time.perf_counter()
     strategy = get_strategy(point.strategy)
     settings = strategy.settings(json.loads(point.settings))
@@ -487,16 +438,16 @@ def run_point(ctx: SweepContext, point: Point) -> list[dict]:
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         rows = failed_rows(point, strategy, settings, ws, budgets, domains, "failed",
                            f"{type(err).__name__}: {first}"[:500])
-    device = str(resolve_device(config.device))
+    device = str(resolve_device(config.run.device))
     seconds = time.perf_counter() - started
     finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
     for row in rows:
         row.update({
             "sweep": config.name, "point": point.key, "group": point.group,
             "pretrain_budget": point.pretrain_budget, "spec_budget": point.spec_budget,
-            "small": config.small, "large": config.large, "seq_len": config.seq_len,
-            "vocab_size": len(ctx.inputs.tokenizer), "batch_size": config.batch_size,
-            "seed": config.seed, "inference_budget": budgets.inference.describe(),
+            "small": config.small, "large": config.run.large, "seq_len": config.data.seq_len,
+            "vocab_size": len(ctx.inputs.tokenizer), "batch_size": config.run.batch_size,
+            "seed": config.run.seed, "inference_budget": budgets.inference.describe(),
             "n_domains": len(domains), "point_seconds": seconds, "finished_at": finished,
             "device": row.get("device") or device,
             "est_generic_seconds": _device_seconds(row["est_generic_flops"], device,
@@ -524,7 +475,7 @@ def run_sweep(
         workers: processes running points in parallel (see the module docstring for how they
             share pretraining artifacts safely).
         gpus: ``all`` or ids like ``0,1``: worker ``i`` is pinned to GPU ``i mod len(gpus)``
-            with ``CUDA_VISIBLE_DEVICES``; None runs on ``config.device``.
+            with ``CUDA_VISIBLE_DEVICES``; None runs on ``config.run.device``.
         cache_dir: the workspace cache (corpora, tokenizers, clusterings, artifacts).
         progress: print one line per finished point on stderr.
         command: the command line that started the sweep, kept in ``sweep.json`` so its
@@ -539,7 +490,7 @@ def run_sweep(
     devices = parse_gpus(gpus) if gpus is not None else []
     if gpus is not None and not devices:
         raise SpecplanError(f"--gpus {gpus}: no GPU selected; leave --gpus out to run on "
-                            f"{config.device}")
+                            f"{config.run.device}")
     out_dir, cache_dir = Path(out_dir), Path(cache_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ctx = load_context(config, cache_dir)  # fails on bad data before any worker starts
@@ -656,7 +607,7 @@ def _sample(ctx: SweepContext, out_dir: Path, progress: bool) -> None:
     study = optuna.create_study(
         study_name=f"sweep-{config.name}-{ctx.fingerprint}", storage=open_storage(None, out_dir),
         directions=["minimize", "minimize"], load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=config.seed),
+        sampler=optuna.samplers.TPESampler(seed=config.run.seed),
     )
     with warnings.catch_warnings():  # metric names are "experimental" but only label the study
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -6,6 +6,7 @@ True
 >>> Budgets(pretrain_flops=3e12, spec_flops=1e12).domains_count
 1
 """
+from planner.core.args import DataArgs, RunArgs
 from planner.core.budgets import (
     Budgets,
     InferenceCap,
@@ -15,6 +16,7 @@ from planner.core.budgets import (
 from planner.core.cost import Ledger
 from planner.data.inputs import Inputs, demo_inputs, load_inputs
 from planner.engine.train import TrainConfig
+from planner.run.config import load_data, make_workspace
 from planner.run.runner import RunReport, evaluate_model, run_strategy, train_once
 from planner.search.plan import PlanResult, plan
 from planner.search.study import PlanSpec
@@ -23,8 +25,8 @@ from strategies import available, get_strategy
 from strategies.workspace import Workspace
 
 __all__ = [
-    "Budgets", "InferenceCap", "Inputs", "Ledger", "PlanResult", "PlanSpec", "RunReport",
-    "TrainConfig", "Workspace", "available", "demo_inputs", "evaluate_model", "get_strategy",
-    "load_inputs", "parse_budget", "parse_inference_budget", "plan", "run_strategy", "train_once",
-    "worker",
+    "Budgets", "DataArgs", "InferenceCap", "Inputs", "Ledger", "PlanResult", "PlanSpec",
+    "RunArgs", "RunReport", "TrainConfig", "Workspace", "available", "demo_inputs",
+    "evaluate_model", "get_strategy", "load_data", "load_inputs", "make_workspace",
+    "parse_budget", "parse_inference_budget", "plan", "run_strategy", "train_once", "worker",
 ]

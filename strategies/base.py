@@ -159,6 +159,8 @@ class Strategy(ABC):
     settings_cls: ClassVar[type[Settings]] = Settings
     summary: ClassVar[str] = ""
     respects_inference_budget: ClassVar[bool] = True
+    #: Its deployed model is the workspace's large model, not the small one.
+    deploys_large: ClassVar[bool] = False
     has_generic_phase: ClassVar[bool] = True
 
     def settings(self, values: dict | None = None) -> Settings:

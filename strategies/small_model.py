@@ -80,6 +80,7 @@ class LargeModelStrategy(SmallModelStrategy):
     """
 
     name = "llm"
+    deploys_large = True
     summary = "large model: generic pretraining and fine-tuning (reference; big inference)"
     size_attr = "large"
     respects_inference_budget = False

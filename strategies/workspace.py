@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -18,7 +18,7 @@ import torch
 
 from planner.core.cost import Ledger
 from planner.core.errors import SpecplanError
-from planner.core.io import atomic_dir, content_hash, write_json
+from planner.core.io import atomic_dir, content_hash, file_lock, write_json
 from planner.data.clustering import fit_clustering
 from planner.engine.models import SIZES, ModelShape, model_shape
 from planner.engine.train import (
@@ -49,6 +49,13 @@ class Workspace:
         train: template for every training run (batch size, device, precision, seed...).
         embedder: clustering embedder (``hashed`` or ``minilm``).
         on_eval: called ``(step, tokens, val_loss)`` during fine-tuning (pruning hooks).
+        clusterings: clusterings already fitted, by ``(k, embedder)``: pass one dict to every
+            workspace of a plan or sweep so each k is clustered once per process.
+        cross_process_locks: hold a file lock per cached build, so parallel workers sharing the
+            cache never train the same artifact or clustering twice (the second one waits, then
+            finds it in the cache).
+
+    Build it with :func:`planner.run.config.make_workspace`.
     """
 
     generic: object
@@ -57,11 +64,12 @@ class Workspace:
     cache_dir: Path
     small: str = "small"
     large: str = "large"
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=1))
+    train: TrainConfig = field(default_factory=TrainConfig)
     embedder: str = "hashed"
     on_eval: Callable[[int, int, float], None] | None = None
     ledger: Ledger = field(default_factory=Ledger)
-    _clusterings: dict = field(default_factory=dict, repr=False)
+    clusterings: dict = field(default_factory=dict, repr=False)
+    cross_process_locks: bool = False
 
     def __post_init__(self) -> None:
         self.cache_dir = Path(self.cache_dir)
@@ -100,14 +108,22 @@ class Workspace:
     # -- caches ---------------------------------------------------------------------------------
     def clustering(self, k: int):
         """The k-means clustering of the generic train windows (cached in memory and on disk)."""
-
         key = (k, self.embedder)
-        if key not in self._clusterings:
-            self._clusterings[key] = fit_clustering(
-                self.generic.train, k=k, embedder=self.embedder, seed=self.train.seed,
-                cache_dir=self.cache_dir, decode=self.decode,
-            )
-        return self._clusterings[key]
+        if key not in self.clusterings:
+            name = content_hash(self.generic.fingerprint, str(k), self.embedder,
+                                str(self.train.seed))
+            with self._lock(f"clusters-{name}"):
+                self.clusterings[key] = fit_clustering(
+                    self.generic.train, k=k, embedder=self.embedder, seed=self.train.seed,
+                    cache_dir=self.cache_dir, decode=self.decode,
+                )
+        return self.clusterings[key]
+
+    def _lock(self, name: str):
+        """A file lock on one cache entry when workers share the cache, else nothing."""
+        if not self.cross_process_locks:
+            return nullcontext()
+        return file_lock(self.cache_dir / "locks" / f"{name}.lock")
 
     def artifact_key(self, strategy, settings) -> str:
         """What the pretrained weights depend on: a change to any of it trains anew.
@@ -137,7 +153,11 @@ class Workspace:
 
         if not strategy.has_generic_phase:
             return Artifact(None, {}, Ledger())
-        folder = self.cache_dir / "artifacts" / f"{strategy.name}-{self.artifact_key(strategy, settings)}"
+        name = f"{strategy.name}-{self.artifact_key(strategy, settings)}"
+        with self._lock(f"artifact-{name}"):
+            return self._artifact(strategy, settings, self.cache_dir / "artifacts" / name)
+
+    def _artifact(self, strategy, settings, folder: Path):
         if (folder / "meta.json").exists():
             meta = json.loads((folder / "meta.json").read_text())
             ledger = Ledger.from_dict(json.loads((folder / "ledger.json").read_text()))

@@ -68,7 +68,7 @@ def make_workspace(inputs, cache_dir, *, pretrain_flops=2e10, spec_flops=5e9, **
 
     budgets = Budgets(pretrain_flops=pretrain_flops, spec_flops=spec_flops, **budget_kwargs)
     return Workspace(inputs.generic, inputs.tokenizer, budgets, cache_dir, small="tiny",
-                     large="small", train=TrainConfig(max_steps=1, batch_size=8, eval_every=10,
+                     large="small", train=TrainConfig(batch_size=8, eval_every=10,
                                                       eval_windows=64, device="cpu"))
 
 

@@ -16,6 +16,7 @@ from planner.core.budgets import (
     parse_budget,
     parse_inference_budget,
 )
+from planner.core.args import RunArgs
 from planner.core.errors import SpecplanError
 from planner.forecast import calibrate as cal
 from planner.forecast import forecast as fc
@@ -222,8 +223,8 @@ def test_calibrate_runs_a_cheap_ladder_within_the_planning_budget(tiny_inputs, t
     target = Budgets(4e11, 5e9, InferenceCap(params=200_000), unique)
     path = tmp_path / "calibration.csv"
     result = cal.calibrate(inputs, target, planning_flops=1.2e11, results_path=path,
-                          cache_dir=tmp_path / "cache", strategies=["slm"], batch_size=8,
-                          device="cpu", n_boot=N_BOOT)
+                          cache_dir=tmp_path / "cache", strategies=["slm"],
+                          run=RunArgs(batch_size=8, device="cpu"), n_boot=N_BOOT)
     ran = [r for r in result.runs if r.status == "ok"]
     assert len(ran) >= 3 and result.spent_flops <= 1.2e11
     # The anchor comes first: the cheapest rung within 10x of the target (4e11 / 2**3).
@@ -238,8 +239,8 @@ def test_calibrate_runs_a_cheap_ladder_within_the_planning_budget(tiny_inputs, t
     assert result.forecast.recommendation == "slm" and result.skipped == {}
     with pytest.raises(SpecplanError, match="cannot pay for one run within"):
         cal.calibrate(inputs, target, planning_flops=1e10, results_path=tmp_path / "none.csv",
-                     cache_dir=tmp_path / "fresh", strategies=["slm"], batch_size=8,
-                     device="cpu")
+                     cache_dir=tmp_path / "fresh", strategies=["slm"],
+                     run=RunArgs(batch_size=8, device="cpu"))
     assert not (tmp_path / "none.csv").exists()
 
 
@@ -253,7 +254,7 @@ def test_ladder_never_leaves_a_strategy_half_calibrated(tiny_inputs, tmp_path):
                      inputs.domains["law"].train.tokens)
     result = cal.calibrate(inputs, target, planning_flops=2e11,
                           results_path=tmp_path / "calibration.csv", cache_dir=tmp_path / "cache",
-                          strategies=["slm", "slm-pn"], batch_size=8, device="cpu",
+                          strategies=["slm", "slm-pn"], run=RunArgs(batch_size=8, device="cpu"),
                           n_boot=N_BOOT)
     started = {r.strategy for r in result.runs if r.status == "ok"}
     assert started and result.spent_flops <= 2e11

@@ -24,7 +24,7 @@ def spec_for(cache, **overrides):
         device="cpu",
     )
     values.update(overrides)
-    return PlanSpec(**values)
+    return PlanSpec.from_dict(values)
 
 
 def test_plan_chooses_builds_and_reports(tiny_inputs, tmp_path):

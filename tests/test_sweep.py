@@ -86,8 +86,8 @@ def test_config_resolves_paths_against_its_folder(tmp_path, corpus_dir):
         {"name": "x", "generic": "data/g.jsonl", "domains": ["data/d.jsonl"],
          "pretrain_budgets": ["1h@a100"], "spec_budgets": [1e9], "domain_tokens": ["4k"],
          "strategies": ["slm"]}, base_dir=tmp_path)
-    assert config.generic == str(tmp_path / "data" / "g.jsonl")
-    assert config.domains == (str(tmp_path / "data" / "d.jsonl"),)
+    assert config.data.generic == str(tmp_path / "data" / "g.jsonl")
+    assert config.data.domains == (str(tmp_path / "data" / "d.jsonl"),)
     assert config.pretrain_budgets == ("1h@a100",) and config.spec_budgets == ("1e+09",)
     assert config.domain_tokens == (4000,)
 

@@ -1,12 +1,14 @@
 """What every command shares: the context object, option groups, config files and budget parsing."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
 
 import click
 
+from planner.core.args import ConfigError, DataArgs, flag_of
 from planner.core.errors import SpecplanError
 from planner.core.text import finite, jsonable
 
@@ -95,41 +97,43 @@ def parse_budgets(obj: Ctx, pretrain_budget, spec_budget, inference_budget, doma
     )
 
 
-def data_options(f):
-    options = [
-        click.option("--generic", default=None, help="Generic corpus (folder, .jsonl, ...)."),
-        click.option("--domain", "domains", multiple=True, help="Domain corpus; repeatable."),
-        click.option("--demo", is_flag=True, help="Use the embedded demo corpora."),
-        click.option("--demo-domain", "demo_domains", multiple=True,
-                     help="Demo domains to use (default: legal)."),
-        click.option("--text-field", default="text", show_default=True),
-        click.option("--seq-len", type=int, default=128, show_default=True),
-        click.option("--vocab-size", type=int, default=4096, show_default=True),
-        click.option("--tokenizer", "tokenizer_dir", default=None, help="Local tokenizer folder."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+def options_from(cls: type, *, skip: tuple[str, ...] = ()):
+    """Click options generated from a config dataclass's fields (:mod:`planner.core.args`):
+    one flag per field, its help and default from the field; ``skip`` names fields a command
+    sets otherwise."""
+    def decorate(f):
+        for spec in reversed(dataclasses.fields(cls)):
+            if spec.name in skip:
+                continue
+            default = spec.default_factory() if callable(spec.default_factory) else spec.default
+            kind = {"bool": None, "int": int, "str": str}.get(type(default).__name__, str)
+            if isinstance(default, bool):
+                option = click.option(flag_of(spec), spec.name, is_flag=True,
+                                      help=spec.metadata["help"])
+            elif isinstance(default, tuple):
+                option = click.option(flag_of(spec), spec.name, multiple=True,
+                                      help=spec.metadata["help"])
+            else:
+                option = click.option(flag_of(spec), spec.name, type=kind, default=default,
+                                      show_default=default is not None,
+                                      help=spec.metadata["help"])
+            f = option(f)
+        return f
+    return decorate
 
 
-def load_data(obj: Ctx, generic, domains, demo, demo_domains, text_field, seq_len, vocab_size,
-              tokenizer_dir, domain_tokens):
-    from planner.data.inputs import demo_inputs, load_inputs
-
-    kw = dict(seq_len=seq_len, vocab_size=vocab_size, domain_tokens=domain_tokens)
-    if demo:
-        return demo_inputs(obj.cache, tuple(demo_domains) or ("legal",), **kw)
-    if not generic or not domains:
-        raise SpecplanError("give --generic PATH and at least one --domain PATH (or --demo)")
-    return load_inputs(generic, list(domains), cache_dir=obj.cache, text_field=text_field,
-                       tokenizer_dir=tokenizer_dir, **kw)
+def args_from(cls: type, options: dict):
+    """Pop ``cls``'s fields out of a command's options and build it; a bad value is reported
+    under its flag."""
+    values = {f.name: options.pop(f.name) for f in dataclasses.fields(cls) if f.name in options}
+    try:
+        return cls(**values)
+    except ConfigError as err:
+        flag = next(flag_of(f) for f in dataclasses.fields(cls) if f.name == err.name)
+        raise SpecplanError(f"{flag}: {err.problem}") from None
 
 
-def train_template(device: str, batch_size: int, seed: int, eval_every: int = 50):
-    from planner.engine.train import TrainConfig
-
-    return TrainConfig(max_steps=1, batch_size=batch_size, seed=seed, device=device,
-                       eval_every=eval_every)
+data_options = options_from(DataArgs)
 
 
 def parse_overrides(overrides) -> dict:

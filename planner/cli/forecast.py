@@ -15,11 +15,13 @@ import click
 
 from planner.cli._shared import (
     Ctx,
+    args_from,
     budget_options,
     data_options,
-    load_data,
+    options_from,
     parse_budgets,
 )
+from planner.core.args import DataArgs, RunArgs
 from planner.core.errors import SpecplanError
 from planner.core.units import format_count
 
@@ -167,10 +169,7 @@ def _calibration_path(cache: Path, inputs, domain_tokens: int) -> Path:
 @data_options
 @click.option("--sizes", default=None, help="--calibrate: proxy model sizes, e.g. tiny,small "
               "(default: ladder sizes within the inference budget).")
-@click.option("--batch-size", type=int, default=16, show_default=True)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--embedder", default="hashed", show_default=True, help="hashed or minilm.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@options_from(RunArgs, skip=("large",))
 @click.option("--max-extrapolation", type=float, default=10.0, show_default=True,
               help="Refuse targets beyond this factor of the largest measured run, per axis.")
 @click.option("--n-boot", type=int, default=40, show_default=True,
@@ -185,9 +184,8 @@ def forecast_cmd(ctx: click.Context, **options) -> None:
 
 def _forecast(ctx: click.Context, *, pretrain_budget, spec_budget, inference_budget,
               domain_tokens, utilization, domains_count, results, strategies, backtest_results,
-              calibrate, planning_budget, generic, domains, demo, demo_domains, text_field,
-              seq_len, vocab_size, tokenizer_dir, sizes, batch_size, device, embedder, seed,
-              max_extrapolation, n_boot, plot_stem) -> None:
+              calibrate, planning_budget, sizes, max_extrapolation, n_boot, plot_stem,
+              **options) -> None:
     """The command's body: pick the mode, call the library, print."""
     from experiments.backtest import backtest
     from planner.core.budgets import parse_budget
@@ -195,9 +193,12 @@ def _forecast(ctx: click.Context, *, pretrain_budget, spec_budget, inference_bud
     from planner.data.demo import DEMO_BUDGETS
     from planner.forecast.calibrate import calibrate as run_calibration
     from planner.forecast.forecast import forecast
+    from planner.run.config import check_run_args, load_data
     from planner.run.results import read_results
 
     obj: Ctx = ctx.obj
+    data, run_args = args_from(DataArgs, options), args_from(RunArgs, options)
+    seed = run_args.seed
     names = [s.strip() for s in strategies.split(",")] if strategies else None
     if n_boot < 1:
         raise SpecplanError(f"--n-boot {n_boot}: give at least 1 bootstrap refit")
@@ -216,24 +217,22 @@ def _forecast(ctx: click.Context, *, pretrain_budget, spec_budget, inference_bud
         if not planning_budget:
             raise SpecplanError("--calibrate needs --planning-budget (FLOPs or device time, "
                                 "e.g. 20m@cpu)")
-        if not demo and not (generic and domains):
-            raise SpecplanError("--calibrate needs data: --generic PATH and --domain PATH "
-                                "(or --demo)")
+        data.check_source("--calibrate needs data: ")
         budgets = parse_budgets(obj, pretrain_budget, spec_budget, inference_budget,
-                                domain_tokens or ("64k" if demo else None), utilization,
-                                domains_count, DEMO_BUDGETS if demo else None)
+                                domain_tokens or ("64k" if data.demo else None), utilization,
+                                domains_count, DEMO_BUDGETS if data.demo else None)
         if budgets.domain_tokens is None:
             raise SpecplanError("--calibrate needs --domain-tokens (the domain data size)")
         planning = parse_budget(planning_budget, what="--planning-budget",
                                 utilization=utilization, cache_dir=obj.cache)
-        inputs = load_data(obj, generic, domains, demo, demo_domains, text_field, seq_len,
-                           vocab_size, tokenizer_dir, budgets.domain_tokens)
+        check_run_args(run_args)
+        inputs = load_data(data, obj.cache, domain_tokens=budgets.domain_tokens)
         path = Path(results) if results else _calibration_path(obj.cache, inputs,
                                                                 budgets.domain_tokens)
         outcome = run_calibration(
             inputs, budgets, planning_flops=planning, results_path=path, cache_dir=obj.cache,
             strategies=names, sizes=[s.strip() for s in sizes.split(",")] if sizes else None,
-            batch_size=batch_size, device=device, seed=seed, embedder=embedder,
+            run=run_args,
             max_extrapolation=max_extrapolation, n_boot=n_boot, hours=hours,
             log=lambda line: click.echo(line, err=True),
         )

@@ -5,11 +5,13 @@ import click
 
 from planner.cli._shared import (
     Ctx,
+    args_from,
     budget_options,
     data_options,
+    options_from,
     parse_budgets,
 )
-from planner.core.errors import SpecplanError
+from planner.core.args import DataArgs, RunArgs
 
 
 @click.command()
@@ -18,7 +20,8 @@ from planner.core.errors import SpecplanError
 @click.option("--domains-count", type=int, default=1, show_default=True,
               help="Domains sharing the pretraining: total = generic + N x specialization.")
 @click.option("--strategies", default=None,
-              help="Comma-separated strategies to search (default: all registered).")
+              help="Comma-separated strategies to search (default: all registered; "
+                   "`specplan strategies` lists them).")
 @click.option("--trials", type=int, default=None, help="Finished trials (default: one per "
               "strategy, plus two).")
 @click.option("--frontier", is_flag=True, help="Two objectives (perplexity, total cost): Pareto set.")
@@ -28,43 +31,35 @@ from planner.core.errors import SpecplanError
 @click.option("--gpus-per-trial", type=int, default=1, show_default=True)
 @click.option("--sizes", default=None, help="Deployed sizes to search, e.g. tiny,small "
               "(default: those within the inference budget).")
-@click.option("--large", default="large", show_default=True, help="Large model size.")
-@click.option("--batch-size", type=int, default=16, show_default=True)
-@click.option("--embedder", default="hashed", show_default=True, help="hashed or minilm.")
+@options_from(RunArgs)
 @click.option("--pruner", default="asha", show_default=True, help="asha, hyperband or none.")
-@click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", required=True, help="Output folder: plan.json, trials.csv, model/.")
 @click.pass_obj
-def plan(obj: Ctx, generic, domains, demo, demo_domains, text_field, seq_len, vocab_size,
-         tokenizer_dir, pretrain_budget, spec_budget, inference_budget, domain_tokens,
-         utilization, domains_count, strategies, trials, frontier, storage, gpus, gpus_per_trial,
-         sizes, large, batch_size, embedder, pruner, seed, out) -> None:
+def plan(obj: Ctx, domains_count, strategies, trials, frontier, storage, gpus, gpus_per_trial,
+         sizes, pruner, out, **options) -> None:
     """Search strategies under the budgets, pick the best, build and export it."""
     from planner.data.demo import DEMO_BUDGETS, DEMO_DOMAIN_TOKENS
+    from planner.run.config import check_run_args
     from planner.search.plan import plan as run_plan
     from planner.search.study import PlanSpec
-    from strategies import available
+    from strategies import available, get_strategy
 
-    if not demo and not (generic and domains):
-        raise SpecplanError("give --generic PATH and at least one --domain PATH (or --demo)")
-    budgets = parse_budgets(obj, pretrain_budget, spec_budget, inference_budget, domain_tokens,
-                            utilization, domains_count, DEMO_BUDGETS if demo else None)
+    data, run_args = args_from(DataArgs, options), args_from(RunArgs, options)
+    check_run_args(run_args)
+    data.check_source()
+    budgets = parse_budgets(obj, **options, domains_count=domains_count,
+                            defaults=DEMO_BUDGETS if data.demo else None)
     names = [s.strip() for s in strategies.split(",")] if strategies else available()
     for name in names:
-        from strategies import get_strategy
-
         get_strategy(name)  # unknown names fail here, before any data is loaded
     spec = PlanSpec(
-        generic=generic, domains=list(domains), demo=demo,
-        demo_domains=list(demo_domains) or ["legal"], pretrain_flops=budgets.pretrain_flops,
+        data=data, run=run_args, pretrain_flops=budgets.pretrain_flops,
         spec_flops=budgets.spec_flops, inference=budgets.inference.__dict__,
-        domain_tokens=budgets.domain_tokens or (DEMO_DOMAIN_TOKENS if demo else None),
+        domain_tokens=budgets.domain_tokens or (DEMO_DOMAIN_TOKENS if data.demo else None),
         domains_count=domains_count, strategies=names,
-        trials=trials or len(names) + (1 if demo else 2),  # the demo stays within minutes
-        frontier=frontier, sizes=admitted_sizes(sizes, budgets, vocab_size, seq_len),
-        large=large, seq_len=seq_len, vocab_size=vocab_size, text_field=text_field,
-        tokenizer_dir=tokenizer_dir, batch_size=batch_size, embedder=embedder, pruner=pruner,
-        seed=seed, cache_dir=str(obj.cache),
+        trials=trials or len(names) + (1 if data.demo else 2),  # the demo stays within minutes
+        frontier=frontier, sizes=admitted_sizes(sizes, budgets, data.vocab_size, data.seq_len),
+        pruner=pruner, cache_dir=str(obj.cache),
     )
     result = run_plan(spec, out, storage=storage, gpus=gpus, gpus_per_trial=gpus_per_trial)
     obj.emit(result.plan, result.summary)

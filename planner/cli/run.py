@@ -7,13 +7,14 @@ import click
 
 from planner.cli._shared import (
     Ctx,
+    args_from,
     budget_options,
     data_options,
-    load_data,
+    options_from,
     parse_budgets,
     parse_overrides,
-    train_template,
 )
+from planner.core.args import DataArgs, RunArgs
 from planner.core.text import ledger_text, table
 
 
@@ -24,29 +25,21 @@ from planner.core.text import ledger_text, table
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="A strategy setting, e.g. --set k=8; repeatable.")
 @click.option("--small", default="small", show_default=True, help="Deployed model size.")
-@click.option("--large", default="large", show_default=True, help="Large model size.")
-@click.option("--batch-size", type=int, default=16, show_default=True)
-@click.option("--embedder", default="hashed", show_default=True, help="hashed or minilm.")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@options_from(RunArgs)
 @click.option("--out", default=None, help="Export each domain's model under OUT/<domain>.")
 @click.pass_obj
-def run(obj: Ctx, strategy, generic, domains, demo, demo_domains, text_field, seq_len,
-        vocab_size, tokenizer_dir, pretrain_budget, spec_budget, inference_budget,
-        domain_tokens, utilization, overrides, small, large, batch_size, embedder, device, seed,
-        out) -> None:
+def run(obj: Ctx, strategy, overrides, small, out, **options) -> None:
     """Run one STRATEGY end to end; print perplexities and the per-phase ledger."""
+    from planner.run.config import check_run_args, load_data, make_workspace
     from planner.run.runner import run_strategy
     from strategies import get_strategy
-    from strategies.workspace import Workspace
 
     settings = get_strategy(strategy).settings(parse_overrides(overrides))  # fail before data
-    budgets = parse_budgets(obj, pretrain_budget, spec_budget, inference_budget, domain_tokens,
-                            utilization)
-    inputs = load_data(obj, generic, domains, demo, demo_domains, text_field, seq_len,
-                       vocab_size, tokenizer_dir, budgets.domain_tokens)
-    ws = Workspace(inputs.generic, inputs.tokenizer, budgets, obj.cache, small=small, large=large,
-                   train=train_template(device, batch_size, seed), embedder=embedder)
+    data, run_args = args_from(DataArgs, options), args_from(RunArgs, options)
+    check_run_args(run_args)
+    budgets = parse_budgets(obj, **options)
+    inputs = load_data(data, obj.cache, domain_tokens=budgets.domain_tokens)
+    ws = make_workspace(inputs, budgets, run_args, obj.cache, small=small)
     report = run_strategy(strategy, settings, ws, inputs.domains,
                           out_dir=Path(out) if out else None)
     rows = report.rows(budgets)

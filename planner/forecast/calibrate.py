@@ -1,6 +1,7 @@
 """Calibration: a cheap ladder of proxy runs, chosen to shrink the forecast's intervals, within a planning budget."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -9,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from planner.core.args import RunArgs
 from planner.core.budgets import Budgets
 from planner.core.cost import HardwareProfile
 from planner.core.errors import SpecplanError
 from planner.engine.models import SIZES, model_shape
-from planner.engine.train import TrainConfig
 from planner.forecast import laws
 from planner.forecast.forecast import ForecastResult, forecast
+from planner.run.config import make_workspace
 from planner.run.results import read_results, write_table
 from planner.run.runner import plan_check, run_strategy
 from strategies import get_strategy
@@ -169,10 +171,7 @@ def calibrate(
     ladder_ratio: float = 2.0,
     rungs: int = 8,
     min_steps: int = 20,
-    batch_size: int = 16,
-    device: str = "auto",
-    seed: int = 0,
-    embedder: str = "hashed",
+    run: RunArgs = RunArgs(),
     max_extrapolation: float = 10.0,
     n_boot: int = 30,
     hours: HardwareProfile | None = None,
@@ -220,7 +219,7 @@ def calibrate(
         strategies: which to calibrate (default :data:`CALIBRATION_STRATEGIES`).
         sizes: proxy deployed sizes from ``planner.engine.models.SIZES``.
         ladder_ratio, rungs, min_steps: the budget ladder, see above.
-        batch_size, device, seed, embedder: training settings of the proxy runs.
+        run: training settings of the proxy runs (``large`` is set per rung).
         max_extrapolation, n_boot, hours: passed to :func:`forecast` at the end.
         log: called with one line per chosen run (progress on stderr in the CLI).
 
@@ -228,7 +227,6 @@ def calibrate(
         SpecplanError: on bad arguments, or when the final forecast refuses (the runs are
             kept in ``results_path``; the message says so).
     """
-
     if planning_flops <= 0 or ladder_ratio <= 1 or rungs < 1:
         raise SpecplanError(
             f"calibrate: planning budget {planning_flops:.3g}, ladder ratio {ladder_ratio:g}, "
@@ -237,44 +235,220 @@ def calibrate(
         raise SpecplanError("calibrate: give --domain-tokens, the domain data size the proxy "
                             "runs and the forecast share")
     names = list(strategies or CALIBRATION_STRATEGIES)
-    strategy_of = {name: get_strategy(name) for name in names}
-    ladder = list(SIZES)
-    vocab, seq_len = len(inputs.tokenizer), inputs.generic.train.seq_len
+    results_path = Path(results_path)
+    ladder = Ladder(inputs, budgets, {name: get_strategy(name) for name in names}, run,
+                    Path(cache_dir), max_extrapolation, n_boot,
+                    read_results(results_path) if results_path.is_file() else pd.DataFrame())
+    ladder.candidates = candidate_rungs(ladder, _deployed_sizes(ladder, sizes), ladder_ratio,
+                                        rungs, min_steps)
+    anchors = [r for r in ladder.candidates if ladder.budget_of(r) >= ladder.near(r.strategy)
+               and not ladder.anchored(r.strategy)]
+    if anchors and min(ladder.estimated_cost(r) for r in anchors) > planning_flops:
+        raise SpecplanError(
+            f"calibrate: the planning budget {planning_flops:.3g} FLOPs cannot pay for one run "
+            f"within --max-extrapolation {max_extrapolation:g} of the target (the cheapest "
+            f"costs about {min(ladder.estimated_cost(r) for r in anchors):.3g}); raise "
+            "--planning-budget or --max-extrapolation")
+    while (choice := ladder.choose(planning_flops)) is not None:
+        rung, score, cost = choice
+        if log:
+            log(f"calibrate: {rung.strategy} {rung.size} pretrain {rung.pretrain_flops:.3g}"
+                f" spec {rung.spec_flops:.3g} (about {cost:.3g} FLOPs; "
+                f"{planning_flops - ladder.spent:.3g} left)")
+        ladder.run(rung, score, cost)
+        if ladder.runs[-1].status == "ok":
+            write_table(results_path, ladder.table)
+    usable = [name for name in names if ladder.anchored(name)]
+    skipped = {name: f"no run within --max-extrapolation {max_extrapolation:g} of the target: "
+                     "the planning budget could not pay for enough rungs to fit its law"
+               for name in names if name not in usable}
+    if not usable:
+        raise SpecplanError(
+            "calibrate: no strategy has a run within --max-extrapolation "
+            f"{max_extrapolation:g} of the target ("
+            + ("; ".join(r.status for r in ladder.runs) or "none could run") + ")")
+    try:
+        result = forecast(ladder.table, budgets, strategies=usable,
+                          max_extrapolation=max_extrapolation, n_boot=n_boot, hours=hours,
+                          seed=run.seed)
+    except SpecplanError as err:
+        raise SpecplanError(f"{err} (the calibration runs are in {results_path})") from None
+    return CalibrationResult(ladder.runs, planning_flops, ladder.spent, str(results_path),
+                             result, skipped)
+
+
+@dataclass
+class Ladder:
+    """The state of one calibration: the target, the candidate rungs, the rows measured so far
+    (``table``, the results-table layout) and what the runs spent."""
+
+    inputs: object
+    budgets: Budgets
+    strategy_of: dict
+    run_args: RunArgs
+    cache_dir: Path
+    max_extrapolation: float
+    n_boot: int
+    table: pd.DataFrame
+    candidates: list[_Rung] = field(default_factory=list)
+    runs: list[LadderRun] = field(default_factory=list)
+    spent: float = 0.0
+    done: set = field(default_factory=set)
+    clusterings: dict = field(default_factory=dict)  # one clustering per k for the ladder
+
+    @property
+    def n_domains(self) -> int:
+        return len(self.inputs.domains)
+
+    def axis(self, name: str) -> str:
+        return _axis(self.strategy_of[name])
+
+    def budget_of(self, rung: _Rung) -> float:
+        return _rung_budget(rung, self.axis(rung.strategy))
+
+    def workspace(self, rung: _Rung) -> Workspace:
+        budgets = Budgets(pretrain_flops=rung.pretrain_flops, spec_flops=rung.spec_flops,
+                          inference=self.budgets.inference,
+                          domain_tokens=self.budgets.domain_tokens)
+        run = dataclasses.replace(self.run_args, large=rung.large)
+        return make_workspace(self.inputs, budgets, run, self.cache_dir, small=rung.small,
+                              clusterings=self.clusterings)
+
+    def estimated_cost(self, rung: _Rung) -> float:
+        """Pretraining (0 when its artifact is cached) plus specialization over every domain."""
+        strategy = self.strategy_of[rung.strategy]
+        ws = self.workspace(rung)
+        estimate = strategy.estimate(strategy.settings(), ws)
+        folder = (ws.cache_dir / "artifacts"
+                  / f"{rung.strategy}-{ws.artifact_key(strategy, strategy.settings())}")
+        generic = 0.0 if (folder / "meta.json").exists() else estimate.generic_flops
+        return generic + self.n_domains * estimate.spec_flops
+
+    def near(self, name: str) -> float:
+        """The smallest budget a forecast at the target accepts (``max_extrapolation``)."""
+        return (_target(self.strategy_of[name], self.budgets) / self.max_extrapolation
+                * (1 - 1e-9))
+
+    def own_rows(self, name: str) -> pd.DataFrame:
+        if len(self.table):
+            return self.table[self.table["strategy"] == name]
+        return pd.DataFrame(columns=[self.axis(name), "params_inference"])
+
+    def anchored(self, name: str) -> bool:
+        own = self.own_rows(name)
+        return bool(len(own)) and bool((own[self.axis(name)] >= self.near(name)).any())
+
+    def reserved(self, widths: dict, costs: dict) -> dict[str, float]:
+        """What finishing each started strategy whose law cannot be fitted yet still costs:
+        the budget is reserved for it, so another strategy's runs cannot leave it half-done.
+        One that can no longer be finished holds nothing."""
+        out = {}
+        for name in self.strategy_of:
+            own = self.own_rows(name)
+            if len(own) and not widths[name][2]:
+                finish = min(
+                    (_completion_cost(r, own, self.axis(name), self.candidates, costs,
+                                      self.n_domains)
+                     for r in self.candidates if r.strategy == name and r.key in costs
+                     and _at_its_size(r, own, fitted=False)),
+                    default=math.inf)
+                if math.isfinite(finish):
+                    out[name] = finish
+        return out
+
+    def choose(self, planning_flops: float) -> tuple[_Rung, float, float] | None:
+        """The next rung (with its score and estimated cost): the best expected width
+        reduction per FLOP that the budget left pays for, reservations kept; None to stop."""
+        widths = {name: _current_width(self.table, self.budgets, name, self.n_boot)
+                  for name in self.strategy_of}
+        costs = {r.key: self.estimated_cost(r) for r in self.candidates if r.key not in self.done}
+        left = planning_flops - self.spent
+        reserved = self.reserved(widths, costs)
+        chosen, chosen_score, chosen_cost = None, 0.0, 0.0
+        for rung in self.candidates:
+            axis = self.axis(rung.strategy)
+            # A strategy's first run is one a forecast at the target may use; cheaper rungs,
+            # which pin the law's exponents, come after it.
+            if rung.key in self.done or (not self.anchored(rung.strategy)
+                                         and self.budget_of(rung) < self.near(rung.strategy)):
+                continue
+            cost = costs[rung.key]
+            if cost <= 0 or cost > left:
+                continue
+            own = self.own_rows(rung.strategy)
+            width, target_params, fitted = widths[rung.strategy]
+            if not _at_its_size(rung, own, fitted):
+                continue
+            need = (cost if fitted else _completion_cost(rung, own, axis, self.candidates, costs,
+                                                         self.n_domains))
+            others = sum(v for k, v in reserved.items() if k != rung.strategy)
+            if need + others > left:
+                continue  # no fitted law at the end, for it or for a strategy already started
+            gain = width * _usefulness(rung, own, axis,
+                                       _target(self.strategy_of[rung.strategy], self.budgets),
+                                       target_params or rung.params, fitted)
+            if gain / cost > chosen_score:
+                chosen, chosen_score, chosen_cost = rung, gain / cost, cost
+        return None if chosen is None else (chosen, chosen_score, chosen_cost)
+
+    def run(self, rung: _Rung, score: float, cost: float) -> None:
+        """Train one rung; its rows join ``table`` and the ledger's spend is charged."""
+        self.done.add(rung.key)
+        record = LadderRun(rung.strategy, rung.size, rung.pretrain_flops, rung.spec_flops,
+                           cost, score=score)
+        self.runs.append(record)
+        ws = self.workspace(rung)
+        try:
+            report = run_strategy(rung.strategy, self.strategy_of[rung.strategy].settings(), ws,
+                                  self.inputs.domains)
+        except SpecplanError as err:
+            record.status = f"failed: {err}"
+            return
+        rows = pd.DataFrame(report.rows(ws.budgets))
+        record.spent_flops = float(
+            (0.0 if report.artifact_reused else rows["generic_flops"].iloc[0])
+            + rows["spec_flops"].sum())
+        self.spent += record.spent_flops
+        self.table = pd.concat([self.table, rows], ignore_index=True) if len(self.table) else rows
+
+
+def _deployed_sizes(ladder: Ladder, sizes: Sequence[str] | None) -> list[str]:
+    """The proxy sizes: those given, or the ladder sizes within the inference budget."""
+    vocab, seq_len = len(ladder.inputs.tokenizer), ladder.inputs.generic.train.seq_len
+
+    def admitted(size: str) -> bool:
+        shape = model_shape(size, vocab_size=vocab, seq_len=seq_len)
+        return ladder.budgets.inference.admits(flops_per_token=shape.inference_flops_per_token(),
+                                               params=shape.params_total)
+
+    ladder_sizes = list(SIZES)
+    deployed = (list(sizes) if sizes else [s for s in ladder_sizes[:-1] if admitted(s)]
+                or ladder_sizes[:1])
+    unknown = [s for s in deployed if s not in SIZES]
+    if unknown:
+        raise SpecplanError(f"calibrate: unknown size(s) {unknown}; choose from {ladder_sizes}")
+    return deployed
+
+
+def candidate_rungs(ladder: Ladder, deployed: Sequence[str], ladder_ratio: float, rungs: int,
+                    min_steps: int) -> list[_Rung]:
+    """Every strategy at every proxy size and at budgets ``target / ladder_ratio**j`` that can
+    pay for ``min_steps`` optimizer steps (see :func:`calibrate`)."""
+    sizes = list(SIZES)
+    vocab, seq_len = len(ladder.inputs.tokenizer), ladder.inputs.generic.train.seq_len
 
     def params_of(size: str) -> int:
         return model_shape(size, vocab_size=vocab, seq_len=seq_len).params_total
 
-    def admitted(size: str) -> bool:
-        shape = model_shape(size, vocab_size=vocab, seq_len=seq_len)
-        return budgets.inference.admits(flops_per_token=shape.inference_flops_per_token(),
-                                        params=shape.params_total)
-
-    deployed = list(sizes) if sizes else [s for s in ladder[:-1] if admitted(s)] or ladder[:1]
-    unknown = [s for s in deployed if s not in SIZES]
-    if unknown:
-        raise SpecplanError(f"calibrate: unknown size(s) {unknown}; choose from {ladder}")
-    results_path = Path(results_path)
-    table = read_results(results_path) if results_path.is_file() else pd.DataFrame()
-    clusterings: dict = {}
-    train = TrainConfig(max_steps=1, batch_size=batch_size, seed=seed, device=device)
-
-    def workspace(rung: _Rung, pretrain: float, spec: float) -> Workspace:
-        run_budgets = Budgets(pretrain_flops=pretrain, spec_flops=spec,
-                              inference=budgets.inference, domain_tokens=budgets.domain_tokens)
-        ws = Workspace(inputs.generic, inputs.tokenizer, run_budgets, Path(cache_dir),
-                       small=rung.small, large=rung.large, train=train, embedder=embedder)
-        ws._clusterings = clusterings  # one clustering per k for the whole ladder
-        return ws
-
-    candidates: list[_Rung] = []
-    for name, strategy in strategy_of.items():
+    budgets, out = ladder.budgets, []
+    for name, strategy in ladder.strategy_of.items():
         generic = strategy.has_generic_phase
-        if name == "llm":  # its model is the large one: the next ladder size up
-            pairs = sorted({(s, ladder[min(ladder.index(s) + 1, len(ladder) - 1)])
+        if strategy.deploys_large:  # its model is the large one: the next ladder size up
+            pairs = sorted({(s, sizes[min(sizes.index(s) + 1, len(sizes) - 1)])
                             for s in deployed})
         else:
-            pairs = [(s, ladder[-1]) for s in deployed]
-        trained = [large if name == "llm" else small for small, large in pairs]
+            pairs = [(s, sizes[-1]) for s in deployed]
+        trained = [large if strategy.deploys_large else small for small, large in pairs]
         largest = max(params_of(size) for size in trained)
         for (small, large), size in zip(pairs, trained):
             params = float(params_of(size))
@@ -287,134 +461,19 @@ def calibrate(
                 rung = _Rung(name, size, small, large, pretrain, spec, params)
                 try:
                     estimate, _ = plan_check(strategy, strategy.settings(),
-                                             workspace(rung, pretrain, spec))
+                                             ladder.workspace(rung))
                 except SpecplanError:
                     continue  # the rung cannot pay for this configuration
                 one_step = estimate.min_generic_flops if generic else estimate.min_spec_flops
                 if _rung_budget(rung, _axis(strategy)) >= min_steps * one_step:
-                    candidates.append(rung)
+                    out.append(rung)
+    return out
 
-    def estimated_cost(rung: _Rung) -> float:
-        strategy = strategy_of[rung.strategy]
-        ws = workspace(rung, rung.pretrain_flops, rung.spec_flops)
-        estimate = strategy.estimate(strategy.settings(), ws)
-        folder = (ws.cache_dir / "artifacts"
-                  / f"{rung.strategy}-{ws.artifact_key(strategy, strategy.settings())}")
-        generic = 0.0 if (folder / "meta.json").exists() else estimate.generic_flops
-        return generic + len(inputs.domains) * estimate.spec_flops
 
-    def near(name: str) -> float:
-        """The smallest budget a forecast at the target accepts (``max_extrapolation``)."""
-        return _target(strategy_of[name], budgets) / max_extrapolation * (1 - 1e-9)
-
-    def anchored(name: str) -> bool:
-        own = table[table["strategy"] == name] if len(table) else table
-        return bool(len(own)) and bool((own[_axis(strategy_of[name])] >= near(name)).any())
-
-    anchors = [r for r in candidates if _rung_budget(r, _axis(strategy_of[r.strategy]))
-               >= near(r.strategy) and not anchored(r.strategy)]
-    if anchors and min(estimated_cost(r) for r in anchors) > planning_flops:
-        raise SpecplanError(
-            f"calibrate: the planning budget {planning_flops:.3g} FLOPs cannot pay for one run "
-            f"within --max-extrapolation {max_extrapolation:g} of the target (the cheapest "
-            f"costs about {min(estimated_cost(r) for r in anchors):.3g}); raise "
-            "--planning-budget or --max-extrapolation")
-
-    runs: list[LadderRun] = []
-    spent, done = 0.0, set()
-
-    def own_rows(name: str, axis: str) -> pd.DataFrame:
-        return (table[table["strategy"] == name] if len(table)
-                else pd.DataFrame(columns=[axis, "params_inference"]))
-
-    def at_its_size(rung: _Rung, own: pd.DataFrame, fitted: bool) -> bool:
-        """Until its law is fittable a strategy stays at the size it started with: a second
-        size would add a size term to fit."""
-        return fitted or not len(own) or rung.params in set(own["params_inference"])
-
-    while True:
-        widths = {name: _current_width(table, budgets, name, n_boot) for name in names}
-        costs = {r.key: estimated_cost(r) for r in candidates if r.key not in done}
-        left = planning_flops - spent
-        # What finishing each started strategy whose law cannot be fitted yet still costs: the
-        # budget is reserved for it, so another strategy's runs cannot leave it half-done.
-        reserved: dict[str, float] = {}
-        for name in names:
-            axis = _axis(strategy_of[name])
-            own = own_rows(name, axis)
-            if len(own) and not widths[name][2]:
-                finish = min(
-                    (_completion_cost(r, own, axis, candidates, costs, len(inputs.domains))
-                     for r in candidates if r.strategy == name and r.key in costs
-                     and at_its_size(r, own, fitted=False)),
-                    default=math.inf)
-                if math.isfinite(finish):  # one that can no longer be finished holds nothing
-                    reserved[name] = finish
-        chosen, chosen_score, chosen_cost = None, 0.0, 0.0
-        for rung in candidates:
-            strategy = strategy_of[rung.strategy]
-            axis = _axis(strategy)
-            # A strategy's first run is one a forecast at the target may use; cheaper rungs,
-            # which pin the law's exponents, come after it.
-            if rung.key in done or (not anchored(rung.strategy)
-                                    and _rung_budget(rung, axis) < near(rung.strategy)):
-                continue
-            cost = costs[rung.key]
-            if cost <= 0 or cost > left:
-                continue
-            own = own_rows(rung.strategy, axis)
-            width, target_params, fitted = widths[rung.strategy]
-            if not at_its_size(rung, own, fitted):
-                continue
-            need = (cost if fitted else _completion_cost(rung, own, axis, candidates, costs,
-                                                         len(inputs.domains)))
-            others = sum(v for k, v in reserved.items() if k != rung.strategy)
-            if need + others > left:
-                continue  # no fitted law at the end, for it or for a strategy already started
-            gain = width * _usefulness(rung, own, axis, _target(strategy, budgets),
-                                       target_params or rung.params, fitted)
-            if gain / cost > chosen_score:
-                chosen, chosen_score, chosen_cost = rung, gain / cost, cost
-        if chosen is None:
-            break
-        done.add(chosen.key)
-        record = LadderRun(chosen.strategy, chosen.size, chosen.pretrain_flops,
-                           chosen.spec_flops, chosen_cost, score=chosen_score)
-        if log:
-            log(f"calibrate: {chosen.strategy} {chosen.size} pretrain {chosen.pretrain_flops:.3g}"
-                f" spec {chosen.spec_flops:.3g} (about {chosen_cost:.3g} FLOPs; "
-                f"{planning_flops - spent:.3g} left)")
-        ws = workspace(chosen, chosen.pretrain_flops, chosen.spec_flops)
-        try:
-            report = run_strategy(chosen.strategy, strategy_of[chosen.strategy].settings(), ws,
-                                  inputs.domains)
-        except SpecplanError as err:
-            record.status = f"failed: {err}"
-            runs.append(record)
-            continue
-        rows = pd.DataFrame(report.rows(ws.budgets))
-        record.spent_flops = float(
-            (0.0 if report.artifact_reused else rows["generic_flops"].iloc[0])
-            + rows["spec_flops"].sum())
-        spent += record.spent_flops
-        runs.append(record)
-        table = pd.concat([table, rows], ignore_index=True) if len(table) else rows
-        write_table(results_path, table)
-    usable = [name for name in names if anchored(name)]
-    skipped = {name: f"no run within --max-extrapolation {max_extrapolation:g} of the target: "
-                     "the planning budget could not pay for enough rungs to fit its law"
-               for name in names if name not in usable}
-    if not usable:
-        raise SpecplanError(
-            "calibrate: no strategy has a run within --max-extrapolation "
-            f"{max_extrapolation:g} of the target ("
-            + ("; ".join(r.status for r in runs) or "none could run") + ")")
-    try:
-        result = forecast(table, budgets, strategies=usable, max_extrapolation=max_extrapolation,
-                          n_boot=n_boot, hours=hours, seed=seed)
-    except SpecplanError as err:
-        raise SpecplanError(f"{err} (the calibration runs are in {results_path})") from None
-    return CalibrationResult(runs, planning_flops, spent, str(results_path), result, skipped)
+def _at_its_size(rung: _Rung, own: pd.DataFrame, fitted: bool) -> bool:
+    """Until its law is fittable a strategy stays at the size it started with: a second size
+    would add a size term to fit."""
+    return fitted or not len(own) or rung.params in set(own["params_inference"])
 
 
 def _axis(strategy) -> str:

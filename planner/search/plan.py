@@ -7,6 +7,7 @@ group sharing the study), then evaluate the best feasible trial on the test spli
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -18,7 +19,7 @@ from planner.core.io import write_json, write_text
 from planner.core.reference import GUIDANCE, GUIDANCE_FAMILY, reference_guidance
 from planner.core.text import table
 from planner.engine.devices import gpu_groups, parse_gpus, resolve_device
-from planner.engine.evaluate import measure_inference
+from planner.engine.evaluate import macro_perplexity, measure_inference
 from planner.engine.models import load_model
 from planner.run.results import RESULTS_CSV, write_table
 from planner.run.runner import plan_check, run_strategy
@@ -37,6 +38,43 @@ from planner.search.study import (
 )
 from planner.search.workers import run_gpu_workers
 from strategies import get_strategy
+
+
+@dataclass
+class PlanDoc:
+    """``plan.json``: the choice, what it cost, how good it is and why (keys as written here).
+
+    Costs are FLOPs (estimated analytically before the run, measured by the ledger after it),
+    perplexities are per domain and macro-averaged, ``why`` compares the choice to the best
+    trial of another strategy, ``reference_guidance`` is what the reference study would pick
+    for these budgets (arXiv 2402.01093 v2, Fig. 1) and whether this plan agrees.
+    """
+
+    study: str
+    strategy: str
+    size: str
+    settings: dict
+    trial: int
+    budgets: dict
+    estimated_cost: dict
+    measured_cost: dict
+    perplexity: dict
+    why: str
+    runner_up: dict | None
+    reference_guidance: dict
+    ledger: dict
+    inference_speed: dict
+    pareto_trials: list[int]
+    model_dirs: dict[str, str]
+    feasibility: list[dict]
+    retried_trials: list[int]
+    search_seconds: float
+    final_run_seconds: float
+    trials: int
+    trials_without_results_rows: int
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 @dataclass
@@ -96,7 +134,7 @@ def plan(
                         cache_dir)
     else:
         if devices:
-            spec.device = "cuda"
+            spec.run = dataclasses.replace(spec.run, device="cuda")
         run_worker(study, Objective(spec, inputs, cache_dir), spec.trials,
                    catch=oom_errors())
     search_seconds = time.perf_counter() - started
@@ -123,10 +161,10 @@ def trial_row(t) -> dict:
 
 
 def _macro(ppls: dict | None) -> float | None:
-    """exp of the mean log perplexity over domains (None when any domain has none)."""
+    """The macro perplexity over domains (None when any domain has none)."""
     if not ppls or any(v is None for v in ppls.values()):
         return None
-    return math.exp(sum(math.log(v) for v in ppls.values()) / len(ppls))
+    return macro_perplexity(ppls.values())
 
 
 def finish(study, spec, inputs, out_dir: Path, checks, retried, search_seconds) -> PlanResult:
@@ -164,49 +202,48 @@ def finish(study, spec, inputs, out_dir: Path, checks, retried, search_seconds) 
     budgets = spec.budgets()
     large = ws.shape(ws.large)
     guided = reference_guidance(budgets, large.params_total, large.inference_flops_per_token())
-    plan_doc = {
-        "study": study.study_name,
-        "strategy": name,
-        "size": best.params["size"],
-        "settings": best.user_attrs["settings"],
-        "trial": best.number,
-        "budgets": {"pretrain_flops": budgets.pretrain_flops, "spec_flops": budgets.spec_flops,
-                    "inference": budgets.inference.describe(),
-                    "domain_tokens": budgets.domain_tokens,
-                    "domains_count": budgets.domains_count},
-        "estimated_cost": best.user_attrs["estimate"],
-        "measured_cost": {
+    plan_doc = PlanDoc(
+        study=study.study_name,
+        strategy=name,
+        size=best.params["size"],
+        settings=best.user_attrs["settings"],
+        trial=best.number,
+        budgets={"pretrain_flops": budgets.pretrain_flops, "spec_flops": budgets.spec_flops,
+                 "inference": budgets.inference.describe(),
+                 "domain_tokens": budgets.domain_tokens,
+                 "domains_count": budgets.domains_count},
+        estimated_cost=best.user_attrs["estimate"],
+        measured_cost={
             "generic_flops": best.user_attrs["generic_flops"],
             "spec_flops_per_domain": best.user_attrs["spec_flops"],
             "total_flops_for_n_domains": best.user_attrs["total_flops"],
             "final_run": {d.domain: d.ledger.to_dict()["totals"] for d in final.domains},
         },
-        "perplexity": {
+        perplexity={
             "validation_macro": best.user_attrs["macro_ppl"],
             "validation": best.user_attrs["ppl"],
             "before_fine_tuning": best.user_attrs["ppl_before"],
             "test": {d.domain: d.ppl_test for d in final.domains},
-            "test_macro": math.exp(sum(math.log(d.ppl_test) for d in final.domains)
-                                   / len(final.domains)),
+            "test_macro": macro_perplexity(d.ppl_test for d in final.domains),
         },
-        "why": why_text(best, runner_up, budgets.domains_count),
-        "runner_up": runner_up and {"strategy": runner_up.params["strategy"],
-                                    "trial": runner_up.number,
-                                    "validation_macro": runner_up.user_attrs["macro_ppl"],
-                                    "total_flops": runner_up.user_attrs["total_flops"]},
-        "reference_guidance": {"strategy": guided, "reason": GUIDANCE[guided],
-                               "agrees": name in GUIDANCE_FAMILY[guided]},
-        "ledger": final.ledger().totals(),
-        "inference_speed": speed,
-        "pareto_trials": pareto,
-        "model_dirs": {d.domain: d.model_dir for d in final.domains},
-        "feasibility": checks,
-        "retried_trials": retried,
-        "search_seconds": search_seconds,
-        "final_run_seconds": final_seconds,
-        "trials": len(trials),
-        "trials_without_results_rows": rowless,
-    }
+        why=why_text(best, runner_up, budgets.domains_count),
+        runner_up=runner_up and {"strategy": runner_up.params["strategy"],
+                                 "trial": runner_up.number,
+                                 "validation_macro": runner_up.user_attrs["macro_ppl"],
+                                 "total_flops": runner_up.user_attrs["total_flops"]},
+        reference_guidance={"strategy": guided, "reason": GUIDANCE[guided],
+                            "agrees": name in GUIDANCE_FAMILY[guided]},
+        ledger=final.ledger().totals(),
+        inference_speed=speed,
+        pareto_trials=pareto,
+        model_dirs={d.domain: d.model_dir for d in final.domains},
+        feasibility=checks,
+        retried_trials=retried,
+        search_seconds=search_seconds,
+        final_run_seconds=final_seconds,
+        trials=len(trials),
+        trials_without_results_rows=rowless,
+    ).to_dict()
     write_json(out_dir / "plan.json", plan_doc)
     return PlanResult(out_dir, plan_doc, summary_text(frame, plan_doc))
 

@@ -20,26 +20,26 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from planner.core.args import DataArgs, RunArgs, field_names, from_mapping
 from planner.core.budgets import Budgets, InferenceCap, total_cost
 from planner.core.errors import BudgetError, SpecplanError
 from planner.core.io import content_hash, write_json
-from planner.data.inputs import demo_inputs, load_inputs
-from planner.engine.train import TrainConfig
+from planner.run.config import load_data, make_workspace
 from planner.run.runner import plan_check, run_strategy
 from strategies import get_strategy
-from strategies.workspace import Workspace
 
 STATE_FILE = "study.journal"
 
 
 @dataclass
 class PlanSpec:
-    """Everything that defines a plan; stored in the study so any worker can rebuild it."""
+    """Everything that defines a plan; stored in the study so any worker can rebuild it.
 
-    generic: str | None
-    domains: list[str]
-    demo: bool
-    demo_domains: list[str]
+    ``data`` and ``run`` are the shared config vocabulary (:mod:`planner.core.args`); the rest
+    are the budgets and what the search itself needs.
+    """
+
+    data: DataArgs
     pretrain_flops: float
     spec_flops: float
     inference: dict  # InferenceCap fields
@@ -47,36 +47,40 @@ class PlanSpec:
     domains_count: int
     strategies: list[str]
     trials: int
+    run: RunArgs = field(default_factory=RunArgs)
     frontier: bool = False
     sizes: list[str] = field(default_factory=lambda: ["small"])
-    large: str = "large"
-    seq_len: int = 128
-    vocab_size: int = 4096
-    text_field: str = "text"
-    tokenizer_dir: str | None = None
-    batch_size: int = 16
-    eval_every: int = 50
-    embedder: str = "hashed"
     pruner: str = "asha"
-    seed: int = 0
     cache_dir: str = ".cache/specplan"
-    device: str = "auto"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "PlanSpec":
-        return cls(**data)
+        """A spec stored in a study; studies written before the config vocabulary (one flat
+        dict, ``tokenizer_dir`` for ``tokenizer``) still load."""
+        values = dict(data)
+        if "data" not in values:
+            values["tokenizer"] = values.pop("tokenizer_dir", None)
+            values["data"] = from_mapping(DataArgs, values)
+            values["run"] = from_mapping(RunArgs, values)
+            for name in field_names(DataArgs, RunArgs):
+                values.pop(name, None)
+        else:
+            values["data"] = DataArgs(**values["data"])
+            values["run"] = RunArgs(**values.get("run", {}))
+        return cls(**values)
 
     def study_name(self) -> str:
         """A name derived from what the study searches (not from where it runs)."""
         keys = self.to_dict()
-        for local in ("cache_dir", "device", "trials"):
+        for local in ("cache_dir", "trials"):
             keys.pop(local)
+        keys["run"].pop("device")
         return "specplan-" + content_hash(json.dumps(keys, sort_keys=True))
 
-    def budgets(self):
+    def budgets(self) -> Budgets:
         return Budgets(self.pretrain_flops, self.spec_flops, InferenceCap(**self.inference),
                        self.domain_tokens, self.domains_count)
 
@@ -145,7 +149,7 @@ def create_study(spec: PlanSpec, storage):
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # specplan prints a line per trial
 
     kwargs = dict(study_name=spec.study_name(), storage=storage, load_if_exists=True,
-                  sampler=optuna.samplers.TPESampler(seed=spec.seed))
+                  sampler=optuna.samplers.TPESampler(seed=spec.run.seed))
     if spec.frontier:
         study = optuna.create_study(directions=["minimize", "minimize"], **kwargs)
         with warnings.catch_warnings():  # experimental since Optuna 3.2; only labels the axes
@@ -195,14 +199,9 @@ class Objective:
         self.clusterings: dict = {}
 
     def workspace(self, size: str, on_eval=None):
-        ws = Workspace(
-            self.inputs.generic, self.inputs.tokenizer, self.budgets, self.cache_dir,
-            small=size, large=self.spec.large, embedder=self.spec.embedder, on_eval=on_eval,
-            train=TrainConfig(max_steps=1, batch_size=self.spec.batch_size, seed=self.spec.seed,
-                              device=self.spec.device, eval_every=self.spec.eval_every),
-        )
-        ws._clusterings = self.clusterings  # one clustering per k for the whole study
-        return ws
+        """A trial's workspace; every trial shares one clustering per k."""
+        return make_workspace(self.inputs, self.budgets, self.spec.run, self.cache_dir,
+                              small=size, clusterings=self.clusterings, on_eval=on_eval)
 
     def __call__(self, trial):
         """Sample a configuration and run it (rank 0 shares it with a multi-GPU trial's ranks)."""
@@ -405,9 +404,5 @@ def oom_errors() -> tuple:
 
 
 def load_plan_inputs(spec: PlanSpec):
-    kw = dict(seq_len=spec.seq_len, vocab_size=spec.vocab_size, domain_tokens=spec.domain_tokens,
-              seed=spec.seed)
-    if spec.demo:
-        return demo_inputs(spec.cache_dir, tuple(spec.demo_domains), **kw)
-    return load_inputs(spec.generic, spec.domains, cache_dir=spec.cache_dir,
-                       text_field=spec.text_field, tokenizer_dir=spec.tokenizer_dir, **kw)
+    return load_data(spec.data, spec.cache_dir, domain_tokens=spec.domain_tokens,
+                     seed=spec.run.seed)

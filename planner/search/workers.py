@@ -1,6 +1,7 @@
 """Worker processes of a plan: one per GPU group, torchrun ranks, and joining from another machine."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -76,7 +77,7 @@ def distributed_worker(study, spec: PlanSpec) -> int:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if cuda:
         torch.cuda.set_device(local_rank)
-    spec.device = f"cuda:{local_rank}" if cuda else "cpu"
+    spec.run = dataclasses.replace(spec.run, device=f"cuda:{local_rank}" if cuda else "cpu")
     try:
         objective = Objective(spec, load_plan_inputs(spec), Path(spec.cache_dir))
         if dist.get_rank() == 0:
