@@ -15,7 +15,12 @@ from planner.core.units import format_count
 from planner.data.corpus import load_documents, load_tokenizer, train_tokenizer
 from planner.data.inputs import prepared
 from planner.engine.devices import resolve_device
-from planner.engine.evaluate import domain_perplexities, measure_inference, perplexity
+from planner.engine.evaluate import (
+    domain_perplexities,
+    macro_perplexity,
+    measure_inference,
+    perplexity,
+)
 from planner.engine.models import load_model, model_shape, save_model, shape_of
 from planner.engine.train import TrainConfig, WindowSampler, evaluate_loss, train
 from strategies import get_strategy
@@ -52,9 +57,7 @@ class RunReport:
 
     @property
     def macro_ppl(self) -> float:
-        import math
-
-        return math.exp(sum(math.log(d.ppl_after) for d in self.domains) / len(self.domains))
+        return macro_perplexity(d.ppl_after for d in self.domains)
 
     def ledger(self) -> Ledger:
         """The whole run's costs: the generic artifact's plus every domain's specialization."""
@@ -71,7 +74,7 @@ class RunReport:
         shared_tokens = round(sum(sizes) / len(sizes)) if sizes else None
         out = []
         for d in self.domains:
-            spec = d.ledger.totals()["specialization"]
+            specialization = d.ledger.totals()["specialization"]
             out.append({
                 "run_id": self.run_id, "strategy": self.strategy,
                 "settings": settings_json(self.settings), "domain": d.domain,
@@ -84,9 +87,10 @@ class RunReport:
                 "inference_flops_per_token": self.estimate.inference_flops_per_token,
                 "est_generic_flops": self.estimate.generic_flops,
                 "est_spec_flops": self.estimate.spec_flops,
-                "generic_flops": generic["flops"], "spec_flops": spec["flops"],
-                "generic_seconds": generic["seconds"], "spec_seconds": spec["seconds"],
-                "generic_tokens": generic["tokens"], "spec_tokens": spec["tokens"],
+                "generic_flops": generic["flops"], "spec_flops": specialization["flops"],
+                "generic_seconds": generic["seconds"],
+                "spec_seconds": specialization["seconds"],
+                "generic_tokens": generic["tokens"], "spec_tokens": specialization["tokens"],
                 "artifact_reused": self.artifact_reused,
                 "ppl_generic": self.ppl_generic, "ppl_before": d.ppl_before,
                 "ppl_after": d.ppl_after, "ppl_test": d.ppl_test,
@@ -154,10 +158,10 @@ def run_strategy(
         domain_ledger = Ledger()
         try:
             with ws.charging(domain_ledger):
-                spec = strategy.specialize(settings, artifact, domain, ws)
+                specialized = strategy.specialize(settings, artifact, domain, ws)
         finally:  # spent compute stays on the workspace's ledger even when the run fails
             ws.ledger.extend(domain_ledger)
-        model = spec.model
+        model = specialized.model
         after = evaluate_loss(model, domain.valid.ids)
         test = perplexity(evaluate_loss(model, domain.test.ids)) if evaluate_test else None
         model_dir = None
@@ -165,9 +169,10 @@ def run_strategy(
             model_dir = str(export_model(model, ws.tokenizer, Path(out_dir) / domain_name))
         report.domains.append(DomainResult(
             domain=domain_name,
-            ppl_before=perplexity(spec.loss_before) if spec.loss_before is not None else None,
+            ppl_before=(perplexity(specialized.loss_before)
+                        if specialized.loss_before is not None else None),
             ppl_after=perplexity(after), ppl_test=test, ledger=domain_ledger,
-            history=spec.history, notes=spec.notes, model_dir=model_dir,
+            history=specialized.history, notes=specialized.notes, model_dir=model_dir,
             train_tokens=domain.train.tokens,
         ))
     return report

@@ -32,8 +32,8 @@ from planner.search.study import (
     load_plan_inputs,
     oom_errors,
     open_storage,
+    optimize,
     recover_stale_trials,
-    run_worker,
     settings_from_params,
 )
 from planner.search.workers import run_gpu_workers
@@ -135,7 +135,7 @@ def plan(
     else:
         if devices:
             spec.run = dataclasses.replace(spec.run, device="cuda")
-        run_worker(study, Objective(spec, inputs, cache_dir), spec.trials,
+        optimize(study, Objective(spec, inputs, cache_dir), spec.trials,
                    catch=oom_errors())
     search_seconds = time.perf_counter() - started
     return finish(study, spec, inputs, out_dir, checks, retried, search_seconds)

@@ -23,7 +23,7 @@ from pathlib import Path
 from planner.core.args import DataArgs, RunArgs, field_names, from_mapping
 from planner.core.budgets import Budgets, InferenceCap, total_cost
 from planner.core.errors import BudgetError, SpecplanError
-from planner.core.io import content_hash, write_json
+from planner.core.io import content_hash
 from planner.run.config import load_data, make_workspace
 from planner.run.runner import plan_check, run_strategy
 from strategies import get_strategy
@@ -259,9 +259,9 @@ class Objective:
 
     def record(self, trial, report, estimate, status):
         generic = report.generic_ledger.totals()["generic"]
-        spec = [d.ledger.totals()["specialization"] for d in report.domains]
-        spec_flops = max(s["flops"] for s in spec)
-        spec_seconds = sum(s["seconds"] for s in spec)
+        per_domain = [d.ledger.totals()["specialization"] for d in report.domains]
+        spec_flops = max(s["flops"] for s in per_domain)
+        spec_seconds = sum(s["seconds"] for s in per_domain)
         cap = self.budgets.inference
         trial.set_constraint("generic_flops", generic["flops"] - self.budgets.pretrain_flops)
         trial.set_constraint("spec_flops", spec_flops - self.budgets.spec_flops)
@@ -342,7 +342,7 @@ def settings_from_params(params: dict, name: str) -> dict:
     return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
 
 
-def run_worker(study, objective: Objective, n_trials: int, *, catch=()) -> int:
+def optimize(study, objective: Objective, n_trials: int, *, catch=()) -> int:
     """Optimise until the study holds ``n_trials`` finished trials (across all workers).
 
     Returns:
@@ -384,16 +384,6 @@ def load_spec(study) -> PlanSpec:
     if "spec" not in study.user_attrs:
         raise SpecplanError(f"study {study.study_name!r} was not created by specplan plan")
     return PlanSpec.from_dict(study.user_attrs["spec"])
-
-
-def study_names(storage) -> list[str]:
-    import optuna
-
-    return [s.study_name for s in optuna.get_all_study_summaries(storage)]
-
-
-def write_spec(out_dir: Path, spec: PlanSpec) -> None:
-    write_json(Path(out_dir) / "plan-spec.json", spec.to_dict())
 
 
 def oom_errors() -> tuple:

@@ -17,7 +17,7 @@ from planner.search.study import (
     load_spec,
     oom_errors,
     open_storage,
-    run_worker,
+    optimize,
 )
 
 
@@ -62,7 +62,7 @@ def worker(study_name: str, storage: str, cache_dir: str | None = None) -> int:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return distributed_worker(study, spec)
     inputs = load_plan_inputs(spec)
-    return run_worker(study, Objective(spec, inputs, Path(spec.cache_dir)), spec.trials,
+    return optimize(study, Objective(spec, inputs, Path(spec.cache_dir)), spec.trials,
                       catch=oom_errors())
 
 
@@ -81,7 +81,7 @@ def distributed_worker(study, spec: PlanSpec) -> int:
     try:
         objective = Objective(spec, load_plan_inputs(spec), Path(spec.cache_dir))
         if dist.get_rank() == 0:
-            ran = run_worker(study, objective, spec.trials, catch=oom_errors())
+            ran = optimize(study, objective, spec.trials, catch=oom_errors())
             broadcast(None)  # tells the other ranks the study is done
         else:
             ran = 0

@@ -1,0 +1,69 @@
+"""The config vocabulary: one declaration per field, the same at every entry point."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from click.testing import CliRunner
+
+from planner.cli import cli
+from planner.core.args import DataArgs, RunArgs, flag_of
+from planner.core.budgets import Budgets
+from planner.core.errors import SpecplanError
+from planner.run.config import check_run_args, load_data, make_workspace, train_template
+from planner.search.study import PlanSpec
+
+
+@pytest.mark.parametrize("command", ["run", "plan", "forecast"])
+def test_every_data_and_run_field_is_an_option_of_the_command(command):
+    """The options are generated from the fields: a new field reaches every command."""
+    help_text = CliRunner().invoke(cli, [command, "--help"]).output
+    skipped = {"forecast": {"large"}}.get(command, set())
+    for cls in (DataArgs, RunArgs):
+        for field in dataclasses.fields(cls):
+            if field.name not in skipped:
+                assert flag_of(field) in help_text, (command, field.name)
+
+
+def test_a_bad_value_is_refused_under_its_flag():
+    result = CliRunner().invoke(cli, ["run", "slm", "--demo", "--batch-size", "0",
+                                      "--pretrain-budget", "1e9", "--spec-budget", "1e9"])
+    assert isinstance(result.exception, SpecplanError)
+    assert str(result.exception) == "--batch-size: 0 must be at least 1"
+    with pytest.raises(SpecplanError, match="embedder"):
+        check_run_args(RunArgs(embedder="nope"))
+    with pytest.raises(SpecplanError, match="not a model size"):
+        check_run_args(RunArgs(large="huge"))
+
+
+def test_demo_or_paths_is_one_rule():
+    with pytest.raises(SpecplanError, match="not both"):
+        DataArgs(demo=True, generic="g.jsonl")
+    with pytest.raises(SpecplanError, match="give --generic PATH"):
+        load_data(DataArgs(generic="g.jsonl"), "unused")
+
+
+def test_workspace_takes_the_run_arguments_and_shares_clusterings(tiny_inputs, tmp_path):
+    run = RunArgs(batch_size=8, eval_every=10, eval_windows=64, device="cpu", seed=3)
+    shared: dict = {}
+    ws = make_workspace(tiny_inputs, Budgets(1e10, 1e9), run, tmp_path, small="tiny",
+                        clusterings=shared)
+    assert ws.train == train_template(run) and ws.train.max_steps is None
+    assert (ws.small, ws.large, ws.train.seed, ws.train.eval_windows) == ("tiny", "large", 3, 64)
+    first = ws.clustering(2)
+    again = make_workspace(tiny_inputs, Budgets(1e10, 1e9), run, tmp_path, clusterings=shared)
+    assert again.clustering(2) is first  # fitted once for every workspace of the plan
+
+
+def test_plan_specs_of_older_studies_still_load():
+    """Studies stored before the config vocabulary kept one flat dict."""
+    flat = {"generic": "g.jsonl", "domains": ["d.jsonl"], "demo": False, "demo_domains": [],
+            "pretrain_flops": 1e12, "spec_flops": 1e11, "inference": {}, "domain_tokens": None,
+            "domains_count": 1, "strategies": ["slm"], "trials": 2, "tokenizer_dir": "tok",
+            "batch_size": 8, "seed": 4, "device": "cpu", "large": "small", "eval_every": 5}
+    spec = PlanSpec.from_dict(flat)
+    assert spec.data.tokenizer == "tok" and spec.data.domains == ("d.jsonl",)
+    assert (spec.run.batch_size, spec.run.seed, spec.run.large) == (8, 4, "small")
+    assert PlanSpec.from_dict(spec.to_dict()) == spec
+    moved = dataclasses.replace(spec, run=dataclasses.replace(spec.run, device="cuda:1"))
+    assert moved.study_name() == spec.study_name()  # where it runs is not what it searches
