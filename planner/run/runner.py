@@ -154,10 +154,10 @@ def run_strategy(
         domain_ledger = Ledger()
         try:
             with ws.charging(domain_ledger):
-                spec = strategy.specialize(settings, artifact, domain, ws)
+                specialized = strategy.specialize(settings, artifact, domain, ws)
         finally:  # spent compute stays on the workspace's ledger even when the run fails
             ws.ledger.extend(domain_ledger)
-        model = spec.model
+        model = specialized.model
         after = evaluate_loss(model, domain.valid.ids)
         test = perplexity(evaluate_loss(model, domain.test.ids)) if evaluate_test else None
         model_dir = None
@@ -165,9 +165,10 @@ def run_strategy(
             model_dir = str(export_model(model, ws.tokenizer, Path(out_dir) / domain_name))
         report.domains.append(DomainResult(
             domain=domain_name,
-            ppl_before=perplexity(spec.loss_before) if spec.loss_before is not None else None,
+            ppl_before=(perplexity(specialized.loss_before)
+                        if specialized.loss_before is not None else None),
             ppl_after=perplexity(after), ppl_test=test, ledger=domain_ledger,
-            history=spec.history, notes=spec.notes, model_dir=model_dir,
+            history=specialized.history, notes=specialized.notes, model_dir=model_dir,
             train_tokens=domain.train.tokens,
         ))
     return report
