@@ -3,7 +3,7 @@
 Each check is a pure function of the results table (the schema of :mod:`experiments.frontier`)
 and answers with ``agrees`` (True, False, or None when the sweep did not measure what the
 conclusion needs) and the numbers behind the answer, so a report can print them verbatim. The
-conclusions are the reference notes' §4.1-4.6 (Grangier et al., arXiv 2402.01093 v2). Costs are
+conclusions are arXiv 2402.01093 v2's (Grangier et al.): §4, Tables 4, 8, Figs. 1, 5, 6. Costs are
 compared as the study does: pretraining is shared, specialization is paid per domain, total cost
 for N domains is ``generic + N * spec`` (Eq. 1).
 
@@ -30,7 +30,7 @@ __all__ = ["PN_FAMILY", "QUALITY_TOLERANCE", "check_conclusions", "guided_strate
 
 #: Methods that pretrain one shared, cluster-conditioned model and specialize a small expert
 #: (the study's recommendation for many domains: projected networks or hard mixtures; slm-hn
-#: is the histogram-conditioned hyper-network of the same family, notes §2.7).
+#: is the histogram-conditioned hyper-network of the same family, arXiv 2502.01804).
 PN_FAMILY = ("slm-pn", "slm-mix", "slm-hn")
 #: Relative perplexity slack within which configs count as equally good when pricing N domains.
 QUALITY_TOLERANCE = 0.05
@@ -43,7 +43,7 @@ _ALL = ("ok", "over-inference-budget")
 
 def guided_strategy(pretrain_flops: float, spec_flops: float, n_domains: int,
                     large_allowed: bool) -> str:
-    """The reference study's recommendation for one budget regime (notes §4.6).
+    """The reference study's recommendation for one budget regime (v2 Fig. 1).
 
     Delegates to the planner's rule (:func:`planner.search.plan.reference_guidance`) so the planner and
     the reports never disagree: the large model when the inference budget admits it; otherwise

@@ -6,7 +6,8 @@ Every function is a pure pandas function over the results table, one row per fin
 ``ppl_generic`` / ``ppl_before`` / ``ppl_after``, ``status``, ...). Nothing here reads files or
 plots, so the same table drives the CLI, the README and the tests.
 
-Conventions shared by all functions, following the reference study (paper notes §1, §3, §4):
+Conventions shared by all functions, following the reference study (arXiv 2402.01093 v2
+§3.1-3.3 and §4):
 
 * Lower cost and lower perplexity are better.
 * Domains are compared by **macro perplexity**: mean log-perplexity over domains, then ``exp``,

@@ -4,7 +4,7 @@ The page carries everything a reader needs to decide without the data: the refer
 table at fixed pretraining cost, the total cost for N domains and the N where the cheapest
 good-enough strategy changes, the cost-perplexity Pareto frontier, the five figures of
 :mod:`experiments.plots`, a recommendation per budget regime set against the study's guidance
-(notes §4.6), and the study's conclusions checked one by one (:mod:`experiments.conclusions`).
+(v2 Fig. 1), and the study's conclusions checked one by one (:mod:`experiments.conclusions`).
 Images are embedded as base64 PNG data URIs with inline CSS, so the HTML file can be mailed or
 committed alone; the Markdown file references the same PNGs saved beside it.
 
@@ -360,7 +360,7 @@ def write_report(
          "for one domain (generic + specialization).", frontier_view(df), []),
         ("Recommendation per budget regime", "For each (pretraining, specialization) budget "
          "cell (budgets are ceilings; runs within the inference budget), the winner, its margin "
-         "over the runner-up, and the study's guidance (notes §4.6).",
+         "over the runner-up, and the study's guidance (arXiv 2402.01093 v2 Fig. 1).",
          pd.DataFrame(), recommendations(df)),
         ("The study's conclusions", "Each conclusion of the reference study checked on this "
          "run, with the numbers.", conclusions_view(df), []),

@@ -1,7 +1,7 @@
 """The Strategy interface, its settings, and the registry.
 
 A strategy is one way to build a specialized small model under budgets (reference study
-§2.2-2.7). It declares its settings with their search ranges, estimates its cost per phase
+v2 §2.2-2.5). It declares its settings with their search ranges, estimates its cost per phase
 analytically before anything runs, and implements two phases:
 
 * ``pretrain(settings, ws) -> Artifact``: domain-agnostic, charged to the ``generic`` phase,

@@ -1,4 +1,4 @@
-"""Hard mixture of experts, ``slm-mix`` (reference study v2 §2.6, after Gross et al. 2017).
+"""Hard mixture of experts, ``slm-mix`` (reference study v2 §2.5, App. D.2; Gross et al. 2017).
 
 One deployed-size model per k-means cluster of the generic corpus, each trained from scratch on
 its own cluster only. No router is learned and experts are never mixed: a domain picks one expert

@@ -1,4 +1,5 @@
-"""What a user can spend: the budgets of one plan, parsed from FLOPs or device time (reference study §2.1, Eq. 1)."""
+"""What a user can spend: the budgets of one plan, parsed from FLOPs or device time (reference
+study, arXiv 2402.01093 v2 §3.1 and Eq. 1)."""
 from __future__ import annotations
 
 import re

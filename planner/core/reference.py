@@ -1,7 +1,7 @@
 """The reference study's guidance: which method wins in which budget regime (arXiv 2402.01093 v2, §5 and Fig. 1)."""
 from __future__ import annotations
 
-# Reference study, notes §4.6 (v2 Fig. 1): which method wins in which budget regime.
+# Reference study (arXiv 2402.01093 v2) Fig. 1 and §1: which method wins in which budget regime.
 GUIDANCE = {
     "llm": "the inference budget admits the large model: pretrain large, then fine-tune",
     "slm-is": "small inference budget, large specialization budget per domain (few domains): "

@@ -35,8 +35,3 @@ def format_count(value: float) -> str:
         if abs(value) >= scale:
             return f"{value / scale:.3g}{suffix}"
     return f"{value:.3g}"
-
-
-def format_flops(value: float) -> str:
-    """FLOPs in scientific notation, the unit budgets are given in."""
-    return f"{value:.2e}"

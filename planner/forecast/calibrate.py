@@ -23,7 +23,7 @@ from planner.run.runner import plan_check, run_strategy
 from strategies import get_strategy
 from strategies.workspace import Workspace
 
-#: Strategies calibrated by default: the study's main comparison (notes §4.6).
+#: Strategies calibrated by default: the study's main comparison (arXiv 2402.01093 v2 Fig. 1).
 CALIBRATION_STRATEGIES = ("slm", "llm", "slm-is", "slm-mix", "slm-pn")
 
 

@@ -32,7 +32,7 @@ token goes through 6x the parameters (3.5x the GPU-hours). For a candidate model
   that their runs used at that domain size (log-log interpolation over measured sizes). Runs
   that stopped early show that more epochs do not help, and runs cut by their budget say nothing
   about more epochs, so the forecast never counts on more. The study prices fine-tuning the same
-  way (notes §1: steps to the best validation perplexity);
+  way (v2 App. C: steps to the best validation perplexity);
 * candidate sizes: the measured sizes, plus (when the law has a size term) a geometric grid up
   to the inference cap; a size more than ``max_extrapolation`` times the largest measured one is
   not searched.
@@ -50,7 +50,7 @@ Recommendation
 The lowest predicted perplexity among strategies whose chosen model fits the inference budget,
 saying when intervals overlap. A strategy known only by a published bound (SLM-is at
 the study's scale) is recommended when its bound is below every forecast. The study's guidance
-(notes §4.6) is not coded as rules: on the reference table it follows from the numbers, which
+(v2 Fig. 1) is not coded as rules: on the reference table it follows from the numbers, which
 ``tests/test_forecast.py`` checks.
 """
 from __future__ import annotations

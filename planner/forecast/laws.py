@@ -27,7 +27,7 @@ Why this form
 -------------
 * It is Chinchilla's ``E + A/N^alpha + B/D^beta`` (Hoffmann et al. 2022) with the data term
   split in two: generic and in-domain data are different resources with different prices in this
-  project (pretraining is shared, specialization is paid per domain; paper notes §1), and the
+  project (pretraining is shared, specialization is paid per domain; v2 Eq. 1), and the
   paper's tables vary them separately (pretraining cost x 1M/8M/64M domain tokens, Table 8).
   Additivity is an approximation: Table 8 shows the gain from pretraining shrinking as domain
   data grows. A transfer law with an interaction (Hernandez et al. 2021) needs more parameters

@@ -11,7 +11,8 @@ from planner.core.cost import PROFILES, HardwareProfile
 from planner.core.errors import SpecplanError
 from planner.core.units import format_count
 
-#: The published numbers (paper notes §1, §4) as a results table (:func:`load_reference_results`).
+#: The published numbers (arXiv 2402.01093 v2 Tables 2, 3, 4 and 8) as a results table
+#: (:func:`load_reference_results`).
 REFERENCE_CSV = Path(__file__).with_name("reference_results.csv")
 
 
@@ -51,7 +52,7 @@ _IS_SPEC_GPUH = 130.0
 _IS_PARAMS = 126e6
 
 
-# v2 §4.3: at 1M domain tokens SLM-is beats the 771M LLM; the notes bound it by the LLM's Table 8
+# v2 §4.2: at 1M domain tokens SLM-is beats the 771M LLM; it is bounded here by the LLM's Table 8
 # value at its largest budget (600 GPUh, 14.50) [INFERRED].
 _IS_BEATS_LLM = (1_000_000, 600.0)
 
@@ -143,19 +144,19 @@ class PublishedBound:
 
 
 def reference_bounds(reference: pd.DataFrame) -> list[PublishedBound]:
-    """SLM-is at the study's scale, from what the notes state (it has no published numbers).
+    """SLM-is at the study's scale, from what the study states (it has no published numbers).
 
-    Facts used (paper notes §4.3, §1 Table 3), one bound per domain size of ``reference``:
+    Facts used (arXiv 2402.01093 v2 §4.2 and Table 3), one bound per domain size of ``reference``:
 
     * Table 3: SLM-is costs 0 generic and up to 130 GPUh of specialization per domain;
-    * §4.3 [v2]: "SLM-is is the best method among those that fit the small inference budget,
+    * v2 §4.2: "SLM-is is the best method among those that fit the small inference budget,
       after specialization": below every in-budget row (status ``ok``) of that domain size;
-    * §4.3 [v2]: at 1M tokens it "even beats the 771M LLM" for under 130 GPUh; the notes bound
-      it by the LLM's 14.50 at 600 GPUh (Table 8) [INFERRED].
+    * v2 §4.2: at 1M tokens it "even beats the 771M LLM" for under 130 GPUh; bounded here by
+      the LLM's 14.50 at 600 GPUh (Table 8) [INFERRED]; the values are only drawn (Figs. 4, 10).
 
     So the bound holds only for a specialization budget of at least 130 A100-hours per domain
     and a 126M model; :func:`forecast` uses it for "importance sampling for one domain with a
-    large specialization budget" (notes §4.6) and never turns it into a perplexity.
+    large specialization budget" (v2 Fig. 1) and never turns it into a perplexity.
     """
     per_hour = a100_profile().flops_per_hour()
     rows = reference[np.isfinite(pd.to_numeric(reference["ppl_after"], errors="coerce"))]
@@ -164,7 +165,7 @@ def reference_bounds(reference: pd.DataFrame) -> list[PublishedBound]:
         at_size = rows[rows["domain_tokens"] == size]
         small = at_size[at_size["status"] == "ok"]
         ppl, source = float(small["ppl_after"].min()), (
-            "notes §4.3 [v2]: best method within the small inference budget after "
+            "v2 §4.2: best method within the small inference budget after "
             f"specialization, so below every in-budget row at {format_count(size)} tokens; "
             "Table 3: 130 GPUh per domain")
         if size == _IS_BEATS_LLM[0]:
@@ -172,7 +173,7 @@ def reference_bounds(reference: pd.DataFrame) -> list[PublishedBound]:
                           & np.isclose(at_size["generic_gpuh"], _IS_BEATS_LLM[1])]
             if len(llm) and float(llm["ppl_after"].min()) < ppl:
                 ppl, source = float(llm["ppl_after"].min()), (
-                    "notes §4.3 [v2 + INFERRED]: at 1M tokens beats the 771M LLM (14.50 at 600 "
+                    "v2 §4.2 [+ INFERRED]: at 1M tokens beats the 771M LLM (14.50 at 600 "
                     "GPUh, Table 8) for under 130 GPUh; Table 3: 130 GPUh per domain")
         bounds.append(PublishedBound(
             strategy="slm-is", domain_tokens=float(size), ppl_at_most=ppl, generic_flops=0.0,

@@ -1,11 +1,11 @@
 """``slm-d``: a pretrained small student distilled from fine-tuned teachers.
 
-The reference study's SLM-d (v2 §2.2, §4.4): a large model is pretrained and fine-tuned on the
+The reference study's SLM-d (v2 §2.2, §4.1): a large model is pretrained and fine-tuned on the
 domain, and a pretrained small student is fine-tuned on the domain's windows against the hard
 next-token targets mixed with the teacher's next-token distributions. The study finds it helps
 little once the teacher's pretraining is counted, so every teacher cost is counted here.
 
-Production practice (reference notes §8) adds two things the strategy also serves: several
+Production practice (LinkedIn's multi-teacher recipe) adds two things the strategy serves: several
 teachers, each specialized by any registered strategy and combined per token, and staged
 distillation (large teacher -> mid-size teacher -> student).
 
@@ -186,7 +186,7 @@ class DistillationStrategy(Strategy):
     staged) to ``generic``, including teacher artifacts reused from the cache; per domain, the
     teachers' fine-tuning, their forward passes over the train windows (cached outputs charge
     nothing), the mid-size distillation and the student's distillation to ``specialization``.
-    Reference study v2 §2.2 and §4.4; production recipes in reference notes §8.
+    Reference study (arXiv 2402.01093 v2) §2.2, §4.1 and Fig. 5; production recipes as above.
 
     Example:
         >>> from strategies import get_strategy

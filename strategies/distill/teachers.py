@@ -13,7 +13,7 @@ the pieces:
   Caching turns the per-epoch teacher cost ``2 N_teacher tokens`` into a one-time cost.
 * :func:`combine_teachers`: several teachers' distributions into one per token (uniform, fixed
   or per-token confidence weights), the multi-teacher recipe of production practice (reference
-  notes §8).
+  case: LinkedIn's multi-teacher distillation).
 * :func:`check_teacher`: teachers must share the student's tokenizer, since the divergence
   compares distributions over the same token ids.
 

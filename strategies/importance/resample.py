@@ -76,7 +76,7 @@ def importance_weights(
     window cannot be sampled and gets weight 0 (its domain mass is :func:`unreachable_mass`), so
     the result is always finite. ``eps`` adds pseudo-counts to the domain histogram, in the
     histogram's own unit, which keeps clusters the small domain set missed by chance reachable
-    (paper-notes §7.2).
+    (add-eps smoothing: this code's choice; v2 §2.4 estimates plain cluster frequencies).
 
     Raises:
         SpecplanError: if the histograms differ in size, are negative or have no mass.

@@ -1,8 +1,8 @@
 """Projected networks (``slm-pn``, v2 §2.5) and histogram hyper-networks (``slm-hn``).
 
-``slm-hn`` follows Soup-of-Experts (Ablin et al. 2025; paper-notes §2.7): the member is chosen by
+``slm-hn`` follows Soup-of-Experts (Ablin et al. 2025, arXiv 2502.01804): the member is chosen by
 a cluster histogram, so a domain spread over several clusters (the case where ``slm-pn`` and
-``slm-mix`` do not beat ``slm``, paper-notes §2.6) gets a model of its own mixture.
+``slm-mix`` do not beat ``slm``, v2 App. E) gets a model of its own mixture.
 
 Both pretrain one large, cluster-conditioned network whose every forward pass runs a model of the
 deployed size, so any of its members can be written out in closed form as a plain ``slm``-shaped
@@ -27,7 +27,7 @@ The basis tensors ``T`` hold most of the parameters (h times the deployed MLPs);
 one matrix-vector product per weight matrix to build, then exactly an ``slm`` forward pass.
 
 Micro-batches are conditioned on one expert (or one histogram) each, so the weights are built
-once per micro-batch, not per example (paper-notes §7.3).
+once per micro-batch, not per example (an efficiency choice of this code, not the study's).
 """
 from __future__ import annotations
 
@@ -595,7 +595,7 @@ class ProjectedNetworkStrategy(Strategy):
 
 @register
 class HistogramHypernetStrategy(ProjectedNetworkStrategy):
-    """``slm-hn``: a histogram-conditioned hyper-network (Soup-of-Experts, paper-notes §2.7).
+    """``slm-hn``: a histogram-conditioned hyper-network (Soup-of-Experts, arXiv 2502.01804).
 
     The same basis tensors as ``slm-pn``, but each layer's coefficients come from a small MLP of
     a cluster histogram. Pretraining (``generic``): every micro-batch draws a histogram from a

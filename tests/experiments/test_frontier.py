@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import doctest
 import json
-import math
 
 import numpy as np
 import pandas as pd
@@ -12,7 +11,6 @@ import pytest
 from experiments import frontier
 from planner.core.budgets import total_cost
 from planner.core.errors import SpecplanError
-from planner.engine.evaluate import macro_perplexity
 
 DOMAINS = ("arxiv", "freelaw")
 
@@ -41,13 +39,6 @@ def run(strategy: str, domain: str = "arxiv", **fields) -> dict:
 
 def table(*rows: dict) -> pd.DataFrame:
     return pd.DataFrame(list(rows))
-
-
-def test_macro_perplexity_is_exp_of_mean_log() -> None:
-    assert macro_perplexity([10.0, 40.0]) == pytest.approx(20.0)
-    assert math.isnan(macro_perplexity([10.0, float("nan")]))
-    with pytest.raises(SpecplanError, match="no perplexities"):
-        macro_perplexity([])
 
 
 def test_pareto_front_drops_dominated_keeps_ties_sorted_by_cost() -> None:

@@ -9,7 +9,7 @@ import tempfile
 
 import pytest
 
-from tests.test_plan import spec_for
+from tests.search.test_plan import spec_for
 
 
 def free_port() -> int:
@@ -100,7 +100,7 @@ def test_ddp_on_cpu_matches_one_process(tmp_path):
 
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     single = subprocess.run([sys.executable, str(script)], cwd=root, capture_output=True,
                             text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-2000:]
@@ -128,7 +128,7 @@ def test_multi_process_worker_runs_each_trial_as_one_ddp_job(corpus_dir, tmp_pat
                     domains=[str(corpus_dir / "law.jsonl")], trials=2,
                     pretrain_flops=4e9, spec_flops=1e9)
     study = create_study(spec, open_storage(None, out))
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
          "--master-port", str(free_port()), "-m", "planner.cli", "--cache", str(cache), "worker",
