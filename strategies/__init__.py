@@ -8,6 +8,7 @@ from strategies.base import (
     FAMILIES,
     Strategy,
     available,
+    describe,
     family_of,
     get_strategy,
     in_study_order,
@@ -21,5 +22,5 @@ from strategies import mixture  # noqa: F401  (registers slm-mix)
 from strategies import projected  # noqa: F401  (registers slm-pn, slm-hn)
 # isort: on
 
-__all__ = ["FAMILIES", "Strategy", "available", "family_of", "get_strategy", "in_study_order",
-           "register", "strategies_with"]
+__all__ = ["FAMILIES", "Strategy", "available", "describe", "family_of", "get_strategy",
+           "in_study_order", "register", "strategies_with"]

@@ -274,6 +274,28 @@ def family_of(name: str) -> str:
     return _strategy_class(name).family
 
 
+def describe(name: str) -> dict:
+    """A strategy as users choose one (``specplan strategies``): its summary, family, phases and
+    traits, and every setting with its default, range or choices, help, and ``generic`` (it
+    shapes the pretraining artifact; never so for a strategy without a generic phase)."""
+    cls = _strategy_class(name)
+    settings = []
+    for f in dataclasses.fields(cls.settings_cls):
+        meta = f.metadata
+        settings.append({
+            "name": f.name, "default": f.default, "low": meta.get("low"),
+            "high": meta.get("high"), "log": bool(meta.get("log")),
+            "choices": list(meta["choices"]) if meta.get("choices") is not None else None,
+            "generic": bool(meta.get("generic")) and cls.has_generic_phase,
+            "help": meta.get("help", ""),
+        })
+    return {
+        "name": name, "summary": cls.summary, "family": cls.family,
+        "phases": ["generic", "specialization"] if cls.has_generic_phase else ["specialization"],
+        "traits": {trait: getattr(cls, trait) for trait in TRAITS}, "settings": settings,
+    }
+
+
 def in_study_order() -> list[str]:
     """Registered names by family in :data:`FAMILIES` order, registration order within one."""
     return sorted(_REGISTRY, key=lambda name: FAMILIES.index(_REGISTRY[name].family))

@@ -22,7 +22,8 @@ from planner.core.text import ledger_text, table
 @data_options
 @budget_options
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="A strategy setting, e.g. --set k=8; repeatable.")
+              help="A strategy setting, e.g. --set k=8; repeatable (`specplan strategies "
+                   "STRATEGY` lists them with defaults and ranges).")
 @click.option("--small", default="small", show_default=True, help="Deployed model size.")
 @click.option("--large", default="large", show_default=True, help="Large model size.")
 @click.option("--batch-size", type=int, default=16, show_default=True)
@@ -35,7 +36,11 @@ def run(obj: Ctx, strategy, generic, domains, demo, demo_domains, text_field, se
         vocab_size, tokenizer_dir, pretrain_budget, spec_budget, inference_budget,
         domain_tokens, utilization, overrides, small, large, batch_size, embedder, device, seed,
         out) -> None:
-    """Run one STRATEGY end to end; print perplexities and the per-phase ledger."""
+    """Run one STRATEGY end to end; print perplexities and the per-phase ledger.
+
+    STRATEGY is a registered name such as slm, llm, slm-is or slm-pn: `specplan strategies`
+    lists them all with their phases and settings.
+    """
     from planner.run.runner import run_strategy
     from strategies import get_strategy
     from strategies.workspace import Workspace
