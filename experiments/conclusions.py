@@ -25,13 +25,10 @@ from planner.core.budgets import Budgets, InferenceCap, total_cost
 from planner.core.errors import SpecplanError
 from planner.core.reference import reference_guidance
 from planner.core.units import format_count
+from strategies import family_of, strategies_with
 
-__all__ = ["PN_FAMILY", "QUALITY_TOLERANCE", "check_conclusions", "guided_strategy", "regimes"]
+__all__ = ["QUALITY_TOLERANCE", "check_conclusions", "guided_strategy", "regimes"]
 
-#: Methods that pretrain one shared, cluster-conditioned model and specialize a small expert
-#: (the study's recommendation for many domains: projected networks or hard mixtures; slm-hn
-#: is the histogram-conditioned hyper-network of the same family, arXiv 2502.01804).
-PN_FAMILY = ("slm-pn", "slm-mix", "slm-hn")
 #: Relative perplexity slack within which configs count as equally good when pricing N domains.
 QUALITY_TOLERANCE = 0.05
 
@@ -56,9 +53,37 @@ def guided_strategy(pretrain_flops: float, spec_flops: float, n_domains: int,
     return reference_guidance(budgets, large_params=1, large_flops=1.0)
 
 
-def _family(guided: str) -> tuple[str, ...]:
-    """The strategies that carry out a recommendation (pn stands for pn, mix and hn)."""
-    return PN_FAMILY if guided == "slm-pn" else (guided,)
+def _family(guided: str) -> list[str]:
+    """The strategies that carry out a recommendation: its family (pn stands for the experts:
+    pn, mix and hn)."""
+    return strategies_with(family=family_of(guided))
+
+
+# The roles the conclusions compare, by trait: a new strategy of a family joins its checks.
+def _small() -> list[str]:
+    return strategies_with(family="small")
+
+
+def _no_pretraining() -> list[str]:
+    return strategies_with(family="no-pretraining")
+
+
+def _large() -> list[str]:
+    return strategies_with(deploys_large=True)
+
+
+def _importance() -> list[str]:
+    return strategies_with(family="importance-sampling")
+
+
+def _experts() -> list[str]:
+    """Methods that pretrain cluster experts and specialize one (the study's recommendation
+    for many domains: projected networks or hard mixtures, and the hyper-network, notes §2.7)."""
+    return strategies_with(family="experts")
+
+
+def _distillation() -> list[str]:
+    return strategies_with(family="distillation")
 
 
 def _matches(guided: str, winner: str, ran: set[str]) -> bool | None:
@@ -70,7 +95,7 @@ def _matches(guided: str, winner: str, ran: set[str]) -> bool | None:
 
 def _large_allowed(df: pd.DataFrame) -> bool:
     """Whether the sweep ran the large model within the inference budget (status ``ok``)."""
-    llm = df[df["strategy"] == "llm"]
+    llm = df[df["strategy"].isin(_large())]
     return bool(len(llm)) and bool((llm["status"] == "ok").any())
 
 
@@ -135,8 +160,9 @@ def _cell_name(cell: tuple) -> str:
     return f"{format_count(size)} tokens, pretrain {pre:.2g}, spec {spec:.2g}"
 
 
-def _has(configs: pd.DataFrame, *strategies: str) -> bool:
-    return all((configs["strategy"] == s).any() for s in strategies)
+def _has(configs: pd.DataFrame, *roles: Sequence[str]) -> bool:
+    """Whether every role (a list of strategies) has a config."""
+    return all(configs["strategy"].isin(list(role)).any() for role in roles)
 
 
 def _missing(what: str) -> tuple[None, str]:
@@ -175,9 +201,9 @@ def _fine_tuning_helps(configs: pd.DataFrame, df: pd.DataFrame) -> tuple[bool | 
 
 
 def _pretraining_matters(configs: pd.DataFrame, df: pd.DataFrame) -> tuple[bool | None, str]:
-    if not _has(configs, "slm", "slm-nopt"):
+    if not _has(configs, _small(), _no_pretraining()):
         return _missing("slm and slm-nopt runs")
-    slm, nopt = _best_per_size(configs, ["slm"]), _best_per_size(configs, ["slm-nopt"])
+    slm, nopt = _best_per_size(configs, _small()), _best_per_size(configs, _no_pretraining())
     both = pd.concat({"slm": slm, "nopt": nopt}, axis=1).dropna().sort_index()
     if both.empty:
         return _missing("domain size with both slm and slm-nopt")
@@ -189,16 +215,16 @@ def _pretraining_matters(configs: pd.DataFrame, df: pd.DataFrame) -> tuple[bool 
 
 
 def _pn_beats_slm(configs: pd.DataFrame, df: pd.DataFrame) -> tuple[bool | None, str]:
-    if not _has(configs, "slm") or not configs["strategy"].isin(PN_FAMILY).any():
+    if not _has(configs, _small(), _experts()):
         return _missing("slm and slm-pn/slm-mix/slm-hn runs")
-    agrees, evidence, _ = _compare_cells(configs, PN_FAMILY, ["slm"], "pn/mix/hn", "slm")
+    agrees, evidence, _ = _compare_cells(configs, _experts(), _small(), "pn/mix/hn", "slm")
     return agrees, evidence
 
 
 def _advantage_shrinks(configs: pd.DataFrame, df: pd.DataFrame) -> tuple[bool | None, str]:
-    if not _has(configs, "slm") or not configs["strategy"].isin(PN_FAMILY).any():
+    if not _has(configs, _small(), _experts()):
         return _missing("slm and slm-pn/slm-mix/slm-hn runs")
-    _, _, both = _compare_cells(configs, PN_FAMILY, ["slm"], "pn/mix/hn", "slm")
+    _, _, both = _compare_cells(configs, _experts(), _small(), "pn/mix/hn", "slm")
     if both.empty:
         return _missing("cell where both slm and pn/mix/hn ran")
     advantage = (1 - both["ratio"]).groupby(level="domain_tokens").mean().sort_index()
@@ -225,13 +251,13 @@ def _before_does_not_predict(configs: pd.DataFrame, df: pd.DataFrame) -> tuple[b
 
 
 def _is_best_small(configs: pd.DataFrame, df: pd.DataFrame) -> tuple[bool | None, str]:
-    if not _has(configs, "slm-is"):
+    if not _has(configs, _importance()):
         return _missing("slm-is runs")
     ok = frontier.config_table(df)  # within the inference budget only
     top = ok["spec_budget_flops"].max()
     at_top = ok[ok["spec_budget_flops"] == top]
-    is_best = _best_per_size(at_top, ["slm-is"])
-    others = at_top[at_top["strategy"] != "slm-is"]
+    is_best = _best_per_size(at_top, _importance())
+    others = at_top[~at_top["strategy"].isin(_importance())]
     other_best = others.sort_values("ppl_after").drop_duplicates("domain_tokens")
     other_best = other_best.set_index("domain_tokens")
     both = pd.concat({"is": is_best, "other": other_best["ppl_after"]}, axis=1).dropna()
@@ -245,12 +271,12 @@ def _is_best_small(configs: pd.DataFrame, df: pd.DataFrame) -> tuple[bool | None
 
 
 def _is_beats_llm_small_domain(configs: pd.DataFrame, df: pd.DataFrame) -> tuple[bool | None, str]:
-    if not _has(configs, "slm-is", "llm"):
+    if not _has(configs, _importance(), _large()):
         return _missing("slm-is and llm runs")
     size = configs["domain_tokens"].min()
     small = configs[configs["domain_tokens"] == size]
-    is_ppl = small.loc[small["strategy"] == "slm-is", "ppl_after"].min()
-    llm_ppl = small.loc[small["strategy"] == "llm", "ppl_after"].min()
+    is_ppl = small.loc[small["strategy"].isin(_importance()), "ppl_after"].min()
+    llm_ppl = small.loc[small["strategy"].isin(_large()), "ppl_after"].min()
     if not (np.isfinite(is_ppl) and np.isfinite(llm_ppl)):
         return _missing("slm-is and llm runs at the smallest domain size")
     return bool(is_ppl < llm_ppl), (f"{format_count(size)} domain tokens: slm-is {is_ppl:.2f} vs "
@@ -258,9 +284,10 @@ def _is_beats_llm_small_domain(configs: pd.DataFrame, df: pd.DataFrame) -> tuple
 
 
 def _distillation_loses(configs: pd.DataFrame, df: pd.DataFrame) -> tuple[bool | None, str]:
-    if not _has(configs, "slm-d") or not configs["strategy"].isin(PN_FAMILY).any():
+    if not _has(configs, _distillation(), _experts()):
         return _missing("slm-d and slm-pn/slm-mix/slm-hn runs")
-    agrees, evidence, _ = _compare_cells(configs, PN_FAMILY, ["slm-d"], "pn/mix/hn", "slm-d")
+    agrees, evidence, _ = _compare_cells(configs, _experts(), _distillation(), "pn/mix/hn",
+                                         "slm-d")
     return agrees, evidence + " (slm-d's pretraining budget includes its teachers)"
 
 
@@ -269,13 +296,13 @@ def _many_domains_favour_shared(configs: pd.DataFrame, df: pd.DataFrame
     """Price slm-is's best config against the cheapest-per-domain shared-pretraining config
     that is as good (within :data:`QUALITY_TOLERANCE`), as the study compares PN and IS at the
     quality each reaches; when no such config exists, against the best one."""
-    if not _has(configs, "slm-is") or not configs["strategy"].isin(PN_FAMILY).any():
+    if not _has(configs, _importance(), _experts()):
         return _missing("slm-is and slm-pn/slm-mix/slm-hn runs")
     ok = frontier.config_table(df)
     parts, verdicts = [], []
     for size, group in ok.groupby("domain_tokens"):
-        is_rows = group[group["strategy"] == "slm-is"].sort_values("ppl_after")
-        shared = group[group["strategy"].isin(PN_FAMILY)]
+        is_rows = group[group["strategy"].isin(_importance())].sort_values("ppl_after")
+        shared = group[group["strategy"].isin(_experts())]
         if is_rows.empty or shared.empty:
             continue
         is_best = is_rows.iloc[0]
@@ -300,12 +327,12 @@ def _many_domains_favour_shared(configs: pd.DataFrame, df: pd.DataFrame
 
 
 def _llm_wins_when_allowed(configs: pd.DataFrame, df: pd.DataFrame) -> tuple[bool | None, str]:
-    if not _has(configs, "llm"):
+    if not _has(configs, _large()):
         return _missing("llm runs")
-    others = [s for s in configs["strategy"].unique() if s != "llm"]
+    others = [s for s in configs["strategy"].unique() if s not in _large()]
     if not others:
         return _missing("strategy to compare llm with")
-    agrees, evidence, _ = _compare_cells(configs, ["llm"], others, "llm", "the best other")
+    agrees, evidence, _ = _compare_cells(configs, _large(), others, "llm", "the best other")
     return agrees, evidence
 
 
@@ -323,26 +350,26 @@ def _guidance(configs: pd.DataFrame, df: pd.DataFrame) -> tuple[bool | None, str
 
 
 _CHECKS: tuple[tuple[str, Callable], ...] = (
-    ("§4.1 Fine-tuning always helps: perplexity after fine-tuning is below perplexity before.",
+    ("v2 Table 4: Fine-tuning always helps: perplexity after fine-tuning is below perplexity before.",
      _fine_tuning_helps),
-    ("§4.1 Pretraining is essential with little domain data: slm beats slm-nopt, and slm-nopt's "
+    ("v2 Table 4: Pretraining is essential with little domain data: slm beats slm-nopt, and slm-nopt's "
      "gap shrinks as the domain data grows.", _pretraining_matters),
-    ("§4.2 At equal pretraining cost, projected networks / mixtures beat the plain small model "
+    ("v2 Table 8: At equal pretraining cost, projected networks / mixtures beat the plain small model "
      "after fine-tuning.", _pn_beats_slm),
-    ("§4.2 Their advantage over the small model shrinks as the domain data grows.",
+    ("v2 Table 8: Their advantage over the small model shrinks as the domain data grows.",
      _advantage_shrinks),
-    ("§4.2 Perplexity before fine-tuning does not predict perplexity after it.",
+    ("v2 Table 8: Perplexity before fine-tuning does not predict perplexity after it.",
      _before_does_not_predict),
-    ("§4.3 Importance sampling is the best small-inference method with a large specialization "
+    ("v2 §4.2: Importance sampling is the best small-inference method with a large specialization "
      "budget.", _is_best_small),
-    ("§4.3 With the smallest domain data, importance sampling even beats the large model.",
+    ("v2 §4.2: With the smallest domain data, importance sampling even beats the large model.",
      _is_beats_llm_small_domain),
-    ("§4.4 Distillation is not competitive once the teacher's cost is counted: projected "
+    ("v2 §4.1, Fig. 5: Distillation is not competitive once the teacher's cost is counted: projected "
      "networks / mixtures beat slm-d at equal pretraining budget.", _distillation_loses),
-    ("§4.5 As the number of domains grows, importance sampling's cost grows linearly and shared "
+    ("v2 Fig. 6: As the number of domains grows, importance sampling's cost grows linearly and shared "
      "pretraining (pn/mix) becomes cheaper.", _many_domains_favour_shared),
-    ("§4.6 The large model wins when the inference budget allows it.", _llm_wins_when_allowed),
-    ("§4.6 Decision guidance: each budget regime's winner is the method the study recommends.",
+    ("v2 Fig. 1: The large model wins when the inference budget allows it.", _llm_wins_when_allowed),
+    ("v2 Fig. 1: Decision guidance: each budget regime's winner is the method the study recommends.",
      _guidance),
 )
 

@@ -4,7 +4,17 @@ Importing this package imports every method once, which registers it. The import
 registration order, which ``available()`` returns and the planner's default trials follow.
 """
 # isort: off
-from strategies.base import Strategy, available, get_strategy, register
+from strategies.base import (
+    FAMILIES,
+    Strategy,
+    available,
+    describe,
+    family_of,
+    get_strategy,
+    in_study_order,
+    register,
+    strategies_with,
+)
 from strategies import small_model  # noqa: F401  (registers slm, llm, slm-nopt)
 from strategies import distill  # noqa: F401  (registers slm-d)
 from strategies import importance  # noqa: F401  (registers slm-is)
@@ -12,4 +22,5 @@ from strategies import mixture  # noqa: F401  (registers slm-mix)
 from strategies import projected  # noqa: F401  (registers slm-pn, slm-hn)
 # isort: on
 
-__all__ = ["Strategy", "available", "get_strategy", "register"]
+__all__ = ["FAMILIES", "Strategy", "available", "describe", "family_of", "get_strategy",
+           "in_study_order", "register", "strategies_with"]

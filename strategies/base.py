@@ -152,16 +152,35 @@ class Specialized:
 
 
 # -- the interface ------------------------------------------------------------------------------
+#: The study's method families, in the order it presents them (tables and legends follow it).
+#: ``experts`` are the methods that pretrain cluster experts and specialize one (hard mixtures,
+#: projected networks and histogram hyper-networks, notes §2.5-2.7).
+FAMILIES = ("small", "no-pretraining", "large", "importance-sampling", "experts", "distillation")
+
+#: Class attributes that callers outside strategies/ select on instead of comparing names.
+TRAITS = ("family", "has_generic_phase", "pretrains_in_specialization",
+          "respects_inference_budget", "deploys_large")
+
+
 class Strategy(ABC):
-    """One method of building a specialized model; see the module docstring for the contract."""
+    """One method of building a specialized model; see the module docstring for the contract.
+
+    The traits (:data:`TRAITS`) say what the method is, so forecasts, plans and reports ask
+    them rather than knowing names: ``family`` (one of :data:`FAMILIES`, how the study groups
+    methods), ``has_generic_phase`` (a shared pretraining artifact), ``pretrains_in_specialization``
+    (its broad pretraining is paid per domain, so specialization tokens are not fine-tuning),
+    ``respects_inference_budget`` (False for a reference point that may break it) and
+    ``deploys_large`` (the deployed model is the large size).
+    """
 
     name: ClassVar[str]
+    family: ClassVar[str]
     settings_cls: ClassVar[type[Settings]] = Settings
     summary: ClassVar[str] = ""
     respects_inference_budget: ClassVar[bool] = True
-    #: Its deployed model is the workspace's large model, not the small one.
-    deploys_large: ClassVar[bool] = False
     has_generic_phase: ClassVar[bool] = True
+    pretrains_in_specialization: ClassVar[bool] = False
+    deploys_large: ClassVar[bool] = False
 
     def settings(self, values: dict | None = None) -> Settings:
         return self.settings_cls.from_dict(values or {}, strategy=self.name)
@@ -213,18 +232,73 @@ def register(cls: type[Strategy]) -> type[Strategy]:
         raise ValueError(f"strategy name {name!r} must be lower-case without spaces")
     if name in _REGISTRY and _REGISTRY[name] is not cls:
         raise ValueError(f"strategy {name!r} is registered twice")
+    if getattr(cls, "family", None) not in FAMILIES:
+        raise ValueError(f"strategy {name!r}: family {getattr(cls, 'family', None)!r} is not one "
+                         f"of {FAMILIES}")
     _REGISTRY[name] = cls
     return cls
 
 
-def get_strategy(name: str) -> Strategy:
+def _strategy_class(name: str) -> type[Strategy]:
     if name not in _REGISTRY:
         raise SpecplanError(f"unknown strategy {name!r}; choose one of {', '.join(available())}")
-    return _REGISTRY[name]()
+    return _REGISTRY[name]
+
+
+def get_strategy(name: str) -> Strategy:
+    return _strategy_class(name)()
 
 
 def available() -> list[str]:
     return list(_REGISTRY)
+
+
+def strategies_with(**traits) -> list[str]:
+    """Registered names whose traits equal every given value, in registration order.
+
+    Example:
+        >>> from strategies import strategies_with
+        >>> strategies_with(deploys_large=True)
+        ['llm']
+    """
+    unknown = sorted(set(traits) - set(TRAITS))
+    if unknown:
+        raise SpecplanError(f"unknown strategy trait(s) {', '.join(unknown)}; "
+                            f"valid: {', '.join(TRAITS)}")
+    return [name for name, cls in _REGISTRY.items()
+            if all(getattr(cls, trait) == value for trait, value in traits.items())]
+
+
+def family_of(name: str) -> str:
+    """The family (one of :data:`FAMILIES`) of a registered strategy."""
+    return _strategy_class(name).family
+
+
+def describe(name: str) -> dict:
+    """A strategy as users choose one (``specplan strategies``): its summary, family, phases and
+    traits, and every setting with its default, range or choices, help, and ``generic`` (it
+    shapes the pretraining artifact; never so for a strategy without a generic phase)."""
+    cls = _strategy_class(name)
+    settings = []
+    for f in dataclasses.fields(cls.settings_cls):
+        meta = f.metadata
+        settings.append({
+            "name": f.name, "default": f.default, "low": meta.get("low"),
+            "high": meta.get("high"), "log": bool(meta.get("log")),
+            "choices": list(meta["choices"]) if meta.get("choices") is not None else None,
+            "generic": bool(meta.get("generic")) and cls.has_generic_phase,
+            "help": meta.get("help", ""),
+        })
+    return {
+        "name": name, "summary": cls.summary, "family": cls.family,
+        "phases": ["generic", "specialization"] if cls.has_generic_phase else ["specialization"],
+        "traits": {trait: getattr(cls, trait) for trait in TRAITS}, "settings": settings,
+    }
+
+
+def in_study_order() -> list[str]:
+    """Registered names by family in :data:`FAMILIES` order, registration order within one."""
+    return sorted(_REGISTRY, key=lambda name: FAMILIES.index(_REGISTRY[name].family))
 
 
 def settings_json(settings: Settings) -> str:

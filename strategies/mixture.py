@@ -92,6 +92,7 @@ class MixtureOfExpertsStrategy(Strategy):
     """
 
     name = "slm-mix"
+    family = "experts"
     settings_cls = MixtureSettings
     summary = "hard mixture: one expert per generic cluster; fine-tune the domain's expert"
 

@@ -31,6 +31,7 @@ class SmallModelStrategy(Strategy):
     """
 
     name = "slm"
+    family = "small"
     settings_cls = PretrainSettings
     summary = "small model: generic pretraining, then fine-tuning with early stopping"
     size_attr: ClassVar[str] = "small"
@@ -80,10 +81,11 @@ class LargeModelStrategy(SmallModelStrategy):
     """
 
     name = "llm"
-    deploys_large = True
+    family = "large"
     summary = "large model: generic pretraining and fine-tuning (reference; big inference)"
     size_attr = "large"
     respects_inference_budget = False
+    deploys_large = True
 
 
 @register
@@ -95,6 +97,7 @@ class NoPretrainStrategy(Strategy):
     """
 
     name = "slm-nopt"
+    family = "no-pretraining"
     settings_cls = PretrainSettings
     summary = "small model trained on domain data only"
     has_generic_phase = False

@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from planner.cli import data, experiments, forecast, plan, run, train
+from planner.cli import data, experiments, forecast, plan, run, strategies, train
 from planner.cli._shared import DEFAULT_CACHE, Ctx
 from planner.core.errors import SpecplanError
 
@@ -29,8 +29,9 @@ def cli(ctx: click.Context, cache: str, as_json: bool) -> None:
     ctx.obj = Ctx(cache, as_json)
 
 
-for command in (data.data, train.train, train.eval_cmd, run.run, plan.plan, plan.worker,
-                experiments.sweep, experiments.plot, experiments.report, forecast.forecast_cmd):
+for command in (data.data, train.train, train.eval_cmd, strategies.strategies_cmd, run.run,
+                plan.plan, plan.worker, experiments.sweep, experiments.plot, experiments.report,
+                forecast.forecast_cmd):
     cli.add_command(command)
 
 

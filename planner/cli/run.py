@@ -23,13 +23,18 @@ from planner.core.text import ledger_text, table
 @data_options
 @budget_options
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="A strategy setting, e.g. --set k=8; repeatable.")
+              help="A strategy setting, e.g. --set k=8; repeatable (`specplan strategies "
+                   "STRATEGY` lists them with defaults and ranges).")
 @click.option("--small", default="small", show_default=True, help="Deployed model size.")
 @options_from(RunArgs)
 @click.option("--out", default=None, help="Export each domain's model under OUT/<domain>.")
 @click.pass_obj
 def run(obj: Ctx, strategy, overrides, small, out, **options) -> None:
-    """Run one STRATEGY end to end; print perplexities and the per-phase ledger."""
+    """Run one STRATEGY end to end; print perplexities and the per-phase ledger.
+
+    STRATEGY is a registered name such as slm, llm, slm-is or slm-pn: `specplan strategies`
+    lists them all with their phases and settings.
+    """
     from planner.run.config import check_run_args, load_data, make_workspace
     from planner.run.runner import run_strategy
     from strategies import get_strategy

@@ -11,12 +11,13 @@ GUIDANCE = {
 }
 
 
-# The study groups projected networks with hard mixtures (v2) and hypernetworks (v1 abstract).
-GUIDANCE_FAMILY = {"llm": {"llm"}, "slm-is": {"slm-is"}, "slm-pn": {"slm-pn", "slm-mix", "slm-hn"}}
-
-
 def reference_guidance(budgets, large_params: int, large_flops: float) -> str:
-    """The strategy the reference study would recommend for these budgets."""
+    """The strategy the reference study would recommend for these budgets.
+
+    Any strategy of the same family carries the recommendation out (``slm-pn`` stands for the
+    experts family: the study groups projected networks with hard mixtures and hyper-networks);
+    the families are the strategies' own traits (``strategies.family_of``).
+    """
     if budgets.inference.admits(flops_per_token=large_flops, params=large_params):
         return "llm"
     if budgets.domains_count * budgets.spec_flops >= budgets.pretrain_flops:

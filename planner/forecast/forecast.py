@@ -69,7 +69,7 @@ from planner.core.units import format_count
 from planner.forecast import laws
 from planner.forecast.reference import PublishedBound, a100_profile
 from planner.run.results import sort_strategies
-from strategies import available, get_strategy
+from strategies import strategies_with
 
 __all__ = ["FIT_STARTS", "ForecastResult", "StrategyForecast", "forecast", "usable_runs"]
 
@@ -80,7 +80,6 @@ _USABLE = ("ok", "over-inference-budget")
 _NEEDED = ("strategy", "domain", "domain_tokens", "ppl_after", "params_inference",
            "generic_tokens", "spec_tokens", "generic_flops", "spec_flops")
 _SIZE_GRID = 9  # candidate model sizes searched between the measured ones and the cap
-_EARLY_STOPPED = "slm-is"  # the one strategy whose specialization tokens are not fine-tuning
 # Starting points of the full-data fit: on the reference table 4, 8, 16 and 32 starts reach the
 # same optimum for every strategy, and 32 takes 4x longer. Bootstrap refits start from that
 # optimum plus one grid point.
@@ -207,10 +206,15 @@ def _cap_params(cap: InferenceCap, price_inference: float | None) -> float | Non
 
 
 def _respects_inference(name: str) -> bool:
-    """Whether the strategy must fit the inference budget (``llm`` need not: it is the
+    """Whether the strategy must fit the inference budget (the large model need not: it is the
     reference point); a name outside the registry is held to the budget."""
+    return name not in strategies_with(respects_inference_budget=False)
 
-    return get_strategy(name).respects_inference_budget if name in available() else True
+
+def _early_stopped(name: str) -> bool:
+    """Whether the strategy's specialization tokens are fine-tuning, which early stopping caps
+    (not so when its broad pretraining is paid per domain, as importance sampling's is)."""
+    return name not in strategies_with(pretrains_in_specialization=True)
 
 
 def _extrapolation(name: str, axes: Mapping[str, tuple[float, pd.Series]], limit: float,
@@ -308,8 +312,8 @@ def _forecast_strategy(
     for params in candidates:
         generic_tokens = budgets.pretrain_flops / (price_generic * params) if price_generic else 0.0
         budget_tokens = budgets.spec_flops / (price_spec * params)
-        spec_tokens = (budget_tokens if name == _EARLY_STOPPED
-                       else min(budget_tokens, epochs * domain_tokens))
+        spec_tokens = (min(budget_tokens, epochs * domain_tokens) if _early_stopped(name)
+                       else budget_tokens)
         sizes_at = {"params_inference": params, "generic_tokens": generic_tokens,
                     "spec_tokens": spec_tokens, "domain_tokens": domain_tokens}
         try:
@@ -325,7 +329,7 @@ def _forecast_strategy(
                               float(spec_tokens * price_spec * params), ppl, lo, hi)
     if best is None:
         return StrategyForecast(name, "no-forecast", notes=[errors[0]])
-    if name != _EARLY_STOPPED and best.spec_tokens < 0.99 * budgets.spec_flops / (
+    if _early_stopped(name) and best.spec_tokens < 0.99 * budgets.spec_flops / (
             price_spec * best.params):
         notes.append(f"{name}: fine-tuning is forecast at {epochs:.3g} epochs of the domain data, "
                      "the most its runs used at this domain size (early stopping; more is not "

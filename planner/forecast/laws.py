@@ -89,6 +89,7 @@ from scipy.optimize import minimize
 from scipy.special import erfinv
 
 from planner.core.errors import SpecplanError
+from strategies import strategies_with
 
 try:
     from threadpoolctl import threadpool_limits
@@ -120,10 +121,6 @@ REFERENCE_SIZES = {"N": 1e8, "D_gen": 1e10, "D_dom": 1e7}
 # (amplitude, exponent, size variable) for each power-law term.
 _TERMS = (("A", "alpha", "N"), ("B", "beta", "D_gen"), ("C", "gamma", "D_dom"))
 
-# Strategies whose broad pretraining happens in the specialization phase, and without any.
-_PRETRAINS_IN_SPECIALIZATION = frozenset({"slm-is"})
-_NO_PRETRAINING = frozenset({"slm-nopt"})
-
 _REPETITION_HALF_LIFE = 15.4  # R* of Muennighoff et al. 2023 (Eq. 5, fitted R_D*)
 LEVEL_DECADES = 0.25  # sizes closer than this (in log10) count as one level
 _HUBER_DELTA = 1e-2
@@ -134,11 +131,12 @@ _LOG_BOUNDS = (-30.0, 10.0)
 
 
 def _feeds(strategy: str) -> dict[str, tuple[str, ...]]:
-    """Which results-table columns feed each size variable for this strategy."""
+    """Which results-table columns feed each size variable for this strategy (its traits say
+    where its broad pretraining is, if anywhere; a name outside the registry has a generic phase)."""
     feeds = {"N": ("params_inference",), "D_dom": ("spec_tokens", "domain_tokens")}
-    if strategy in _PRETRAINS_IN_SPECIALIZATION:
+    if strategy in strategies_with(pretrains_in_specialization=True):
         feeds.update(D_gen=("spec_tokens",), D_dom=("domain_tokens",))
-    elif strategy not in _NO_PRETRAINING:
+    elif strategy not in strategies_with(has_generic_phase=False):
         feeds["D_gen"] = ("generic_tokens",)
     return feeds
 

@@ -10,6 +10,7 @@ import pandas as pd
 from planner.core.cost import PROFILES, HardwareProfile
 from planner.core.errors import SpecplanError
 from planner.core.units import format_count
+from strategies import strategies_with
 
 #: The published numbers (arXiv 2402.01093 v2 Tables 2, 3, 4 and 8) as a results table
 #: (:func:`load_reference_results`).
@@ -169,7 +170,7 @@ def reference_bounds(reference: pd.DataFrame) -> list[PublishedBound]:
             f"specialization, so below every in-budget row at {format_count(size)} tokens; "
             "Table 3: 130 GPUh per domain")
         if size == _IS_BEATS_LLM[0]:
-            llm = at_size[(at_size["strategy"] == "llm")
+            llm = at_size[at_size["strategy"].isin(strategies_with(deploys_large=True))
                           & np.isclose(at_size["generic_gpuh"], _IS_BEATS_LLM[1])]
             if len(llm) and float(llm["ppl_after"].min()) < ppl:
                 ppl, source = float(llm["ppl_after"].min()), (

@@ -18,6 +18,7 @@ import pandas as pd
 
 from planner.core.errors import SpecplanError
 from planner.core.io import atomic_path, file_lock
+from strategies import in_study_order
 
 RESULTS_CSV = "results.csv"
 
@@ -168,10 +169,6 @@ def finished_points(out_dir: Path) -> set[str]:
     return set(done[done].index)
 
 
-#: Strategy names as the CLI spells them, in the order tables and legends list them.
-STRATEGY_ORDER = ("slm", "slm-nopt", "llm", "slm-is", "slm-mix", "slm-pn", "slm-hn", "slm-d")
-
-
 #: Columns that identify one config; its rows differ only by ``domain``.
 CONFIG_KEYS = (
     "strategy",
@@ -183,9 +180,12 @@ CONFIG_KEYS = (
 
 
 def strategy_rank(strategy: str) -> int:
-    return STRATEGY_ORDER.index(strategy) if strategy in STRATEGY_ORDER else len(STRATEGY_ORDER)
+    """Where tables and legends list a strategy: by its family in the study's order
+    (:func:`strategies.in_study_order`); unregistered names come last."""
+    order = in_study_order()
+    return order.index(strategy) if strategy in order else len(order)
 
 
 def sort_strategies(names: Iterable[str]) -> list[str]:
-    """Distinct strategy names in CLI order (:data:`STRATEGY_ORDER`), unknown ones last."""
+    """Distinct strategy names in the study's order (:func:`strategy_rank`), unknown ones last."""
     return sorted(set(names), key=lambda s: (strategy_rank(s), s))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from planner.core.errors import BudgetError, SpecplanError
 from planner.core.io import write_json, write_text
-from planner.core.reference import GUIDANCE, GUIDANCE_FAMILY, reference_guidance
+from planner.core.reference import GUIDANCE, reference_guidance
 from planner.core.text import table
 from planner.engine.devices import gpu_groups, parse_gpus, resolve_device
 from planner.engine.evaluate import macro_perplexity, measure_inference
@@ -37,7 +37,7 @@ from planner.search.study import (
     settings_from_params,
 )
 from planner.search.workers import run_gpu_workers
-from strategies import get_strategy
+from strategies import family_of, get_strategy
 
 
 @dataclass
@@ -232,7 +232,7 @@ def finish(study, spec, inputs, out_dir: Path, checks, retried, search_seconds) 
                                  "validation_macro": runner_up.user_attrs["macro_ppl"],
                                  "total_flops": runner_up.user_attrs["total_flops"]},
         reference_guidance={"strategy": guided, "reason": GUIDANCE[guided],
-                            "agrees": name in GUIDANCE_FAMILY[guided]},
+                            "agrees": family_of(name) == family_of(guided)},
         ledger=final.ledger().totals(),
         inference_speed=speed,
         pareto_trials=pareto,

@@ -195,6 +195,7 @@ class DistillationStrategy(Strategy):
     """
 
     name = NAME
+    family = "distillation"
     settings_cls = DistillSettings
     summary = "small model distilled from fine-tuned teachers (multi-teacher, optionally staged)"
 

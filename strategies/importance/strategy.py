@@ -163,7 +163,9 @@ class ImportanceSamplingStrategy(Strategy):
     name = "slm-is"
     settings_cls = ImportanceSettings
     summary = "importance-sampled generic data towards the domain, then fine-tuning (no sharing)"
+    family = "importance-sampling"
     has_generic_phase = False
+    pretrains_in_specialization = True
 
     def estimate(self, settings, ws) -> CostEstimate:
         n_generic = ws.generic.train.n

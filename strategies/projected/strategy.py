@@ -507,6 +507,7 @@ class ProjectedNetworkStrategy(Strategy):
     """
 
     name = "slm-pn"
+    family = "experts"
     settings_cls = ProjectedSettings
     summary = "projected network: cluster experts pretrained jointly, one expert fine-tuned"
     kind: ClassVar[str] = "pn"

@@ -80,18 +80,18 @@ def test_every_conclusion_agrees_on_a_table_built_to_agree():
     checks = conclusions.check_conclusions(results_table())
     assert len(checks) == 11
     assert [c["agrees"] for c in checks] == [True] * 11, [c for c in checks if not c["agrees"]]
-    evidence = {c["conclusion"][:4] + str(i): c["evidence"] for i, c in enumerate(checks)}
-    assert "8k: slm 30.45 vs slm-nopt 121.79 (x4.00)" in evidence["§4.11"]
+    evidence = [c["evidence"] for c in checks]
+    assert "8k: slm 30.45 vs slm-nopt 121.79 (x4.00)" in evidence[1]
     assert "at the largest specialization budget (1e+13 FLOPs) slm-is wins 2 of 2" in \
-        evidence["§4.35"]
-    assert "in 12 of 12 budget cells" in evidence["§4.610"]
+        evidence[5]
+    assert "in 12 of 12 budget cells" in evidence[10]
 
 
 def test_conclusions_disagree_when_the_numbers_do():
     flipped = {size: {**row, "slm-pn": 40, "slm-mix": 41, "slm-hn": 42}
                for size, row in PPL.items()}
     got = verdicts(results_table(table=flipped))
-    # pn/mix/hn now lose to slm (§4.2) and to slm-d (§4.4).
+    # pn/mix/hn now lose to slm (v2 Table 8) and to slm-d (v2 §4.1, Fig. 5).
     assert got[2] is False and got[7] is False
     assert got[0] is True and got[5] is True
 
@@ -99,7 +99,7 @@ def test_conclusions_disagree_when_the_numbers_do():
 def test_many_domains_prices_the_cheapest_shared_config_as_good_as_slm_is():
     cheap = {size: {**row, "slm-pn": row["slm-is"] * 0.9} for size, row in PPL.items()}
     (check,) = [c for c in conclusions.check_conclusions(results_table(table=cheap))
-                if c["conclusion"].startswith("§4.5")]
+                if c["conclusion"].startswith("v2 Fig. 6")]
     # pn at the small spec budget (5e10 FLOPs spent per domain) is within 5% of slm-is.
     assert check["agrees"] is True
     assert "slm-pn (the cheapest within 5% of slm-is's perplexity" in check["evidence"]
