@@ -176,9 +176,12 @@ def _calibration_path(cache: Path, inputs, domain_tokens: int) -> Path:
               help="Bootstrap refits per strategy for the intervals.")
 @click.option("--plot", "plot_stem", default=None, metavar="STEM",
               help="Also draw the forecast along the pretraining budget: STEM.png, STEM.svg.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Same as specplan --json: machine-readable JSON on stdout.")
 @click.pass_context
-def forecast_cmd(ctx: click.Context, **options) -> None:
+def forecast_cmd(ctx: click.Context, as_json: bool, **options) -> None:
     """Forecast each strategy at budgets too large to run; recommend one."""
+    ctx.obj.as_json = ctx.obj.as_json or as_json
     _forecast(ctx, **options)
 
 
