@@ -5,13 +5,13 @@ Both selectors pick generic training data for the same domain, in one process, o
 
 * ``clusters`` (``slm-is``, reference study v2 §2.4): a k-means clustering of the generic train
   windows (hashed n-gram embedder), the domain's cluster histogram, and a draw of windows with
-  replacement that matches it (:func:`strategies.importance.resample.resample_to_histogram`). The clustering
-  is shared by every domain, so it is timed apart ("one-off"); the per-domain part is the
+  replacement that matches it (:func:`strategies.importance.resample.resample_to_histogram`). The
+  clustering is shared by every domain, so it is timed apart ("one-off"); the per-domain part is the
   domain's histogram plus the draw.
 * ``dsir`` (Xie et al. 2023, the ``data-selection`` package): hashed n-gram models of both
   corpora, a log importance weight per generic document, a seeded draw of documents without
-  replacement, mapped to their windows (:func:`strategies.importance.strategy.dsir_window_stream`, the
-  code ``slm-is`` runs with ``resampler="dsir"``). All of it depends on the domain: per-domain.
+  replacement, mapped to their windows (:func:`strategies.importance.strategy.dsir_window_stream`,
+  the code ``slm-is`` runs with ``resampler="dsir"``). All of it depends on the domain: per-domain.
 * ``uniform``: generic windows in shuffled order, no selection (the reference point).
 
 Throughput is reported per second of selection wall time, in **generic documents/s** and

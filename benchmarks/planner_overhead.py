@@ -74,8 +74,8 @@ def main() -> None:
         print(f"plan wall time      {total:8.1f} s  ({len(frame)} trials, strategies: "
               f"{','.join(names)})")
         print(f"training (ledger)      {training:8.1f} s  (baseline: the engine's own seconds)")
-        print(f"strategy work besides  {strategy_side:8.1f} s  (clustering, evaluation before/after "
-              f"fine-tuning, exports)")
+        print(f"strategy work besides  {strategy_side:8.1f} s  (clustering, evaluation "
+              f"before/after fine-tuning, exports)")
         print(f"planner overhead       {planner:8.1f} s  = {100 * planner / total:.1f}% of the "
               f"total (search, caching, bookkeeping; target < 5%)")
         print(f"all outside training   {total - training:8.1f} s  = "

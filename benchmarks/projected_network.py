@@ -1,7 +1,7 @@
 """Pretraining throughput of ``slm-pn`` against ``slm`` at the same inference size.
 
-Both models train through the one engine (:func:`planner.engine.train.train`) on the same windows for
-the same number of steps, in one process, alternating in rounds so that load from other jobs
+Both models train through the one engine (:func:`planner.engine.train.train`) on the same windows
+for the same number of steps, in one process, alternating in rounds so that load from other jobs
 falls on both alike. Wall-clock tokens/s come from the engine; tokens per process CPU-second are
 printed beside them because on shared cores the wall clock also counts other jobs' time. The
 reference study measured the projected network 1.6x slower to pretrain (3.6 vs 2.2 GPUh per 1B

@@ -1,4 +1,4 @@
-"""Training throughput: specplan's engine (``planner.engine.train.train``) against transformers' Trainer.
+"""Training throughput: specplan's engine (``planner.engine.train.train``) against a Trainer.
 
 Both sides train the same thing, in one process, alternating run by run (engine, Trainer,
 engine, Trainer...) after one short warm-up run of each, so that noise from other processes on
@@ -7,8 +7,8 @@ engine / Trainer (the baseline is the Trainer).
 
 Same on both sides:
 
-* the model: ``planner.engine.models.model_shape(size, ...).build(seed)``, a ``LlamaForCausalLM`` built
-  afresh with the same seed before every run (outside the timed region), fp32 on the CPU;
+* the model: ``planner.engine.models.model_shape(size, ...).build(seed)``, a ``LlamaForCausalLM``
+  built afresh with the same seed before every run (outside the timed region), fp32 on the CPU;
 * the data: the same (n, seq_len) token windows (random ids, or the demo generic corpus with
   ``--demo``), shuffled by each side's own sampler, ``--batch-size`` windows per step, no
   gradient accumulation;
@@ -21,10 +21,10 @@ Same on both sides:
 
 What each timed region includes (wall clock around one call, model built beforehand):
 
-* engine: ``train(...)``: optimizer creation (``planner.engine.train.build_optimizer``), per step the
-  lr update, batch assembly by :class:`planner.engine.train.WindowSampler`, forward, ``lm_loss``,
-  backward, the running train loss, clipping, ``optimizer.step`` and ``zero_grad``; the ledger
-  charge at the end. No validation (``valid=None``), no checkpoints.
+* engine: ``train(...)``: optimizer creation (``planner.engine.train.build_optimizer``), per step
+  the lr update, batch assembly by :class:`planner.engine.train.WindowSampler`, forward,
+  ``lm_loss``, backward, the running train loss, clipping, ``optimizer.step`` and ``zero_grad``; the
+  ledger charge at the end. No validation (``valid=None``), no checkpoints.
 * Trainer: ``Trainer.train()``: optimizer (its default, ``adamw_torch_fused`` on torch >= 2.8)
   and scheduler creation, accelerate's preparation, the in-process DataLoader
   (``dataloader_num_workers=0``, ``default_data_collator`` stacking ``input_ids`` and

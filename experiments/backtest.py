@@ -1,4 +1,4 @@
-"""Back-tests: fit each strategy's law on the smaller budgets of a table, predict its largest ones."""
+"""Back-tests: fit each strategy's law on a table's smaller budgets, predict its largest ones."""
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -42,8 +42,8 @@ def guided_strategy(pretrain_flops: float, spec_flops: float, n_domains: int,
                     large_allowed: bool) -> str:
     """The reference study's recommendation for one budget regime (v2 Fig. 1).
 
-    Delegates to the planner's rule (:func:`planner.search.plan.reference_guidance`) so the planner and
-    the reports never disagree: the large model when the inference budget admits it; otherwise
+    Delegates to the planner's rule (:func:`planner.search.plan.reference_guidance`) so the planner
+    and the reports never disagree: the large model when the inference budget admits it; otherwise
     importance sampling when the specialization spend over the domains reaches the pretraining
     budget, and projected networks / mixtures when pretraining dominates.
     """
@@ -350,12 +350,12 @@ def _guidance(configs: pd.DataFrame, df: pd.DataFrame) -> tuple[bool | None, str
 
 
 _CHECKS: tuple[tuple[str, Callable], ...] = (
-    ("v2 Table 4: Fine-tuning always helps: perplexity after fine-tuning is below perplexity before.",
-     _fine_tuning_helps),
-    ("v2 Table 4: Pretraining is essential with little domain data: slm beats slm-nopt, and slm-nopt's "
-     "gap shrinks as the domain data grows.", _pretraining_matters),
-    ("v2 Table 8: At equal pretraining cost, projected networks / mixtures beat the plain small model "
-     "after fine-tuning.", _pn_beats_slm),
+    ("v2 Table 4: Fine-tuning always helps: perplexity after fine-tuning is below perplexity "
+     "before.", _fine_tuning_helps),
+    ("v2 Table 4: Pretraining is essential with little domain data: slm beats slm-nopt, and "
+     "slm-nopt's gap shrinks as the domain data grows.", _pretraining_matters),
+    ("v2 Table 8: At equal pretraining cost, projected networks / mixtures beat the plain small "
+     "model after fine-tuning.", _pn_beats_slm),
     ("v2 Table 8: Their advantage over the small model shrinks as the domain data grows.",
      _advantage_shrinks),
     ("v2 Table 8: Perplexity before fine-tuning does not predict perplexity after it.",
@@ -364,13 +364,14 @@ _CHECKS: tuple[tuple[str, Callable], ...] = (
      "budget.", _is_best_small),
     ("v2 §4.2: With the smallest domain data, importance sampling even beats the large model.",
      _is_beats_llm_small_domain),
-    ("v2 §4.1, Fig. 5: Distillation is not competitive once the teacher's cost is counted: projected "
-     "networks / mixtures beat slm-d at equal pretraining budget.", _distillation_loses),
-    ("v2 Fig. 6: As the number of domains grows, importance sampling's cost grows linearly and shared "
-     "pretraining (pn/mix) becomes cheaper.", _many_domains_favour_shared),
-    ("v2 Fig. 1: The large model wins when the inference budget allows it.", _llm_wins_when_allowed),
-    ("v2 Fig. 1: Decision guidance: each budget regime's winner is the method the study recommends.",
-     _guidance),
+    ("v2 §4.1, Fig. 5: Distillation is not competitive once the teacher's cost is counted: "
+     "projected networks / mixtures beat slm-d at equal pretraining budget.", _distillation_loses),
+    ("v2 Fig. 6: As the number of domains grows, importance sampling's cost grows linearly and "
+     "shared pretraining (pn/mix) becomes cheaper.", _many_domains_favour_shared),
+    ("v2 Fig. 1: The large model wins when the inference budget allows it.",
+     _llm_wins_when_allowed),
+    ("v2 Fig. 1: Decision guidance: each budget regime's winner is the method the study "
+     "recommends.", _guidance),
 )
 
 

@@ -13,8 +13,8 @@ analytically before anything runs, and implements two phases:
 
 A strategy never measures time or counts FLOPs itself: training goes through
 :func:`planner.engine.train.train`, which charges the ledger, and estimates come from
-:mod:`planner.engine.models` and :mod:`planner.core.cost`. Adding a strategy is one module that defines a
-subclass decorated with :func:`register`, plus its tests.
+:mod:`planner.engine.models` and :mod:`planner.core.cost`. Adding a strategy is one module that
+defines a subclass decorated with :func:`register`, plus its tests.
 """
 from __future__ import annotations
 
@@ -87,7 +87,8 @@ class Settings:
                 value = value.lower() in ("1", "true", "yes")
             elif isinstance(default, (int, float)) and not isinstance(default, bool):
                 try:
-                    value = type(default)(float(value)) if isinstance(default, int) else float(value)
+                    number = float(value)
+                    value = type(default)(number) if isinstance(default, int) else number
                 except (TypeError, ValueError):
                     raise SpecplanError(f"setting {key}={value!r} is not a number") from None
             cast[key] = value

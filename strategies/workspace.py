@@ -75,7 +75,8 @@ class Workspace:
         self.cache_dir = Path(self.cache_dir)
         for size in (self.small, self.large):
             if size not in SIZES:
-                raise SpecplanError(f"unknown model size {size!r}; choose one of {', '.join(SIZES)}")
+                raise SpecplanError(f"unknown model size {size!r}; choose one of "
+                                    f"{', '.join(SIZES)}")
 
     @property
     def seq_len(self) -> int:

@@ -64,7 +64,8 @@ def test_an_upward_import_breaks_the_layer_contract(tmp_path):
 
 def test_no_import_cycle_among_modules_counting_imports_inside_functions():
     modules = _modules()
-    graph = {name: {m for _, m in _imports(ast.parse(path.read_text()), modules) if m in modules and m != name}
+    graph = {name: {m for _, m in _imports(ast.parse(path.read_text()), modules)
+                    if m in modules and m != name}
              for name, path in modules.items()}
     # A package's __init__ importing its own submodules is how a method registers: not a cycle.
     for name in graph:

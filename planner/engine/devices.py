@@ -1,4 +1,4 @@
-"""Devices: which one to train on, its label in the ledger, its autocast dtype, and GPU groups for workers."""
+"""Devices: which one to train on, its ledger label, its autocast dtype, GPU groups of workers."""
 from __future__ import annotations
 
 import torch

@@ -91,8 +91,8 @@ def measure_inference(
             torch.cuda.synchronize(device)
         start = time.perf_counter()
         model.generate(
-            prompt, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-            use_cache=True, pad_token_id=0,
+            prompt, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+            do_sample=False, use_cache=True, pad_token_id=0,
         )
         if device.type == "cuda":
             torch.cuda.synchronize(device)

@@ -118,7 +118,8 @@ def _shard(batch: Batch, rank: int, world: int) -> Batch:
     if world == 1:
         return batch
     if isinstance(batch, dict):
-        return {k: v[rank::world] if torch.is_tensor(v) and v.dim() else v for k, v in batch.items()}
+        return {k: v[rank::world] if torch.is_tensor(v) and v.dim() else v
+                for k, v in batch.items()}
     return batch[rank::world]
 
 
@@ -339,7 +340,8 @@ def train(
     Args:
         source: global batches by step (see :class:`WindowSampler`).
         seq_len: tokens per window, for token and FLOP accounting.
-        flops_per_token: analytic training FLOPs per token of this model (``planner.engine.models``).
+        flops_per_token: analytic training FLOPs per token of this model
+            (``planner.engine.models``).
         phase: ledger phase the training is charged to.
         valid: (n, T) windows for periodic validation; required for early stopping.
         on_eval: called with ``(step, tokens_seen, val_loss)`` after each validation; it may
@@ -423,7 +425,8 @@ def train(
                     bad_evals = 0
                 else:
                     bad_evals += 1
-            if checkpoint and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and rank == 0:
+            due = cfg.checkpoint_every and step % cfg.checkpoint_every == 0
+            if checkpoint and due and rank == 0:
                 save_checkpoint(checkpoint, model, optimizer, step, {
                     "history": history, "best_val_loss": best[0] if best[1] else None,
                     "best_step": best[1], "config": asdict(cfg),

@@ -1,4 +1,4 @@
-"""Calibration: a cheap ladder of proxy runs, chosen to shrink the forecast's intervals, within a planning budget."""
+"""Calibration: cheap proxy runs chosen to shrink the forecast's intervals, within a budget."""
 from __future__ import annotations
 
 import dataclasses

@@ -132,7 +132,8 @@ _LOG_BOUNDS = (-30.0, 10.0)
 
 def _feeds(strategy: str) -> dict[str, tuple[str, ...]]:
     """Which results-table columns feed each size variable for this strategy (its traits say
-    where its broad pretraining is, if anywhere; a name outside the registry has a generic phase)."""
+    where its broad pretraining is, if anywhere; a name outside the registry has a generic
+    phase)."""
     feeds = {"N": ("params_inference",), "D_dom": ("spec_tokens", "domain_tokens")}
     if strategy in strategies_with(pretrains_in_specialization=True):
         feeds.update(D_gen=("spec_tokens",), D_dom=("domain_tokens",))

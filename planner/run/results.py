@@ -39,7 +39,8 @@ _FLOAT_COLUMNS = (
 )
 
 
-_INT_COLUMNS = ("domain_tokens", "domain_train_tokens", "seq_len", "vocab_size", "batch_size", "seed", "n_domains")
+_INT_COLUMNS = ("domain_tokens", "domain_train_tokens", "seq_len", "vocab_size", "batch_size",
+                "seed", "n_domains")
 
 
 def failed_rows(run, strategy, settings, ws, budgets, domains, status: str, error: str):
@@ -52,7 +53,8 @@ def failed_rows(run, strategy, settings, ws, budgets, domains, status: str, erro
     nan = math.nan
     return [{
         "run_id": "", "strategy": run.strategy, "settings": run.settings, "domain": name,
-        "domain_tokens": run.domain_tokens, "domain_train_tokens": math.nan, "pretrain_budget_flops": budgets.pretrain_flops,
+        "domain_tokens": run.domain_tokens, "domain_train_tokens": math.nan,
+        "pretrain_budget_flops": budgets.pretrain_flops,
         "spec_budget_flops": budgets.spec_flops,
         "params_inference": est.params_inference if est else nan,
         "params_pretrain": est.params_pretrain if est else nan,

@@ -224,8 +224,8 @@ class TeacherCache:
     """Teacher outputs on disk, computed once per (teacher weights, windows, k, temperature).
 
     Charges: every teacher forward pass to ``specialization`` (tokens x the teacher's forward
-    FLOPs per token, :mod:`planner.engine.models`); a load from the cache charges zero and its ledger
-    line says so. Reference study v2 §2.2 (SLM-d); caching as in TextBrewer.
+    FLOPs per token, :mod:`planner.engine.models`); a load from the cache charges zero and its
+    ledger line says so. Reference study v2 §2.2 (SLM-d); caching as in TextBrewer.
 
     Args:
         cache_dir: the workspace cache; outputs live in ``cache_dir/teacher-outputs/``.

@@ -154,9 +154,9 @@ class ImportanceSamplingStrategy(Strategy):
        (``specialization``).
 
     With ``resampler="dsir"`` step 2 ranks generic documents with DSIR's hashed n-gram weights
-    (``strategies.importance.resample.dsir_resample``) and streams the windows of the top documents, as many
-    as the same steps read, shuffled; steps 3-4 are unchanged. The clustering still provides the
-    domain histogram statistics in the notes, so both resamplers report the same numbers.
+    (``strategies.importance.resample.dsir_resample``) and streams the windows of the top documents,
+    as many as the same steps read, shuffled; steps 3-4 are unchanged. The clustering still provides
+    the domain histogram statistics in the notes, so both resamplers report the same numbers.
     Clustering and DSIR's weight estimation are not charged (the paper does not count them).
     """
 
