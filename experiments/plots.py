@@ -10,8 +10,9 @@ Conventions, the same in every figure:
 * strategies are named as the CLI names them (``slm``, ``slm-is``, ...) and keep one colour
   (:data:`STRATEGY_COLORS`) and one marker (:data:`STRATEGY_MARKERS`), so a line drawn on top
   of another still shows the other's markers; a panel's title names series that coincide;
-* tick labels never repeat, and an axis too narrow for 3 significant digits is labelled in
-  percent of a reference value shown at its end (:class:`_ReadableFormatter`);
+* tick labels never repeat, and an axis too narrow for 3 significant digits is labelled as
+  differences from a reference value that its label names with the axis's relative span
+  (:class:`_ReadableFormatter`);
 * the one legend sits outside the panels, so it covers neither titles nor data;
 * costs are on log axes in FLOPs, with a secondary axis in device-hours at ``flops_per_hour``
   (default: an A100 at 312 TFLOP/s peak and 40% MFU, the paper's hardware);
@@ -216,39 +217,44 @@ class _ReadableFormatter(Formatter):
 
     Labels get the fewest significant digits (2, then 3) that tell the ticks apart. Ticks that
     3 digits cannot tell apart lie within about 1% of each other: five "1.5e12" labels on a
-    0.2%-wide axis make a 0.2% difference look like the whole range. Those are labelled in
-    percent of a reference tick instead, and the axis's offset text names it ("% vs 1.5e12").
+    0.2%-wide axis make a 0.2% difference look like the whole range. Those are labelled as
+    differences from a reference tick ("-1e9", "0", "+1e9"), and a second line of the axis
+    label names the reference and the relative span ("+1.5e12 (0.2% range)"); matplotlib's
+    offset text, at the axis's end, runs into the label beside it.
     """
 
     def __init__(self) -> None:
-        self._offset = ""
+        self._name: str | None = None  # the axis label without the note
 
     def __call__(self, value: float, _position: int | None = None) -> str:
         return _short_number(value, digits=3)
 
     def format_ticks(self, values) -> list[str]:
-        labels, self._offset = _tick_labels(values)
+        labels, note = _tick_labels(values)
+        if self._name is None:  # read at the first draw: labels are set after the formatter
+            self._name = self.axis.label.get_text()
+        self.axis.label.set_text(f"{self._name}\n{note}" if note else self._name)
         return labels
-
-    def get_offset(self) -> str:
-        return self._offset
 
 
 def _tick_labels(values: Sequence[float]) -> tuple[list[str], str]:
-    """Distinct labels for ``values`` and the offset text ("" unless relative, see
-    :class:`_ReadableFormatter`)."""
+    """Distinct labels for ``values`` and the note for the axis label ("" unless the labels are
+    differences, see :class:`_ReadableFormatter`)."""
     values = [float(v) for v in values]
     for digits in (2, 3):
         labels = [_short_number(v, digits=digits) for v in values]
         if len(set(labels)) == len(labels):
             return labels, ""
-    reference = values[len(values) // 2]
-    for decimals in range(1, 8):
-        labels = [f"{100 * (v / reference - 1):+.{decimals}f}%" for v in values]
+    middle = len(values) // 2
+    reference = values[middle]
+    steps = [v - reference for v in values]
+    for digits in (2, 3, 4):
+        labels = [("+" if d > 0 else "-") + _short_number(abs(d), digits=digits) for d in steps]
+        labels[middle] = "0"
         if len(set(labels)) == len(labels):
             break
-    labels[len(values) // 2] = "0%"
-    return labels, f"% vs {_short_number(reference, digits=6)}"
+    span = 100 * (max(values) - min(values)) / reference
+    return labels, f"+{_short_number(reference, digits=5)} ({span:.1g}% range)"
 
 
 def _short_number(value: float, *, digits: int = 2) -> str:
@@ -599,10 +605,10 @@ def _budget_ticks(
     row of "5.6e-7" labels is wider than five cells.
     """
     positions = np.arange(len(values))
-    flops, flops_offset = _tick_labels(values)
-    hours, hours_offset = _tick_labels(values / flops_per_hour)
-    flops_name = f"{what} (FLOPs{', ' + flops_offset if flops_offset else ''})"
-    hours_name = f"{hours_label}{' (' + hours_offset + ')' if hours_offset else ''}"
+    flops, flops_note = _tick_labels(values)
+    hours, hours_note = _tick_labels(values / flops_per_hour)
+    flops_name = "\n".join(filter(None, (f"{what} (FLOPs)", flops_note)))
+    hours_name = "\n".join(filter(None, (hours_label, hours_note)))
     if which == "x":
         ax.set_xticks(positions, flops, rotation=30)
         ax.set_xlabel(flops_name)
