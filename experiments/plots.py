@@ -21,6 +21,7 @@ Conventions, the same in every figure:
 """
 from __future__ import annotations
 
+import math
 import os
 import textwrap
 import uuid
@@ -37,7 +38,6 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import Formatter, Locator, MaxNLocator, NullFormatter
 
 from experiments import frontier
-from experiments.conclusions import QUALITY_TOLERANCE
 from planner.core.budgets import total_cost
 from planner.core.cost import PROFILES
 from planner.core.errors import SpecplanError
@@ -483,7 +483,7 @@ def plot_total_cost(
     df: pd.DataFrame,
     *,
     n_max: int = 100,
-    quality_tolerance: float = QUALITY_TOLERANCE,
+    quality_tolerance: float | None = None,
     cost_cols: tuple[str, str] = ("generic_flops", "spec_flops"),
     statuses: Sequence[str] = ("ok",),
     flops_per_hour: float = DEFAULT_FLOPS_PER_HOUR,
@@ -493,7 +493,7 @@ def plot_total_cost(
 
     Each strategy is priced at its best-perplexity config
     (:func:`experiments.frontier.total_cost_table`). Dotted vertical lines mark the N where the
-    cheapest config within ``quality_tolerance`` of the best perplexity changes strategy, by
+    cheapest config (within ``quality_tolerance`` of the best perplexity) changes strategy, by
     more than :data:`experiments.frontier.COST_TOLERANCE` in per-domain cost
     (:func:`experiments.frontier.winner_changes`, which the report's text uses too). Lines of
     worse strategies may cross elsewhere: a strategy that is cheap but not good enough does not
@@ -502,7 +502,9 @@ def plot_total_cost(
     Args:
         df: the results table.
         n_max: largest number of domains drawn.
-        quality_tolerance: relative perplexity slack of a good-enough config, >= 0.
+        quality_tolerance: relative perplexity slack of a good-enough config, >= 0; None lets
+            every config compete. The report passes
+            :data:`experiments.conclusions.QUALITY_TOLERANCE`, as its text does.
         cost_cols: (generic, per-domain specialization) cost columns.
         statuses: run statuses to use.
         flops_per_hour: FLOPs per device-hour for the secondary axis.
@@ -513,9 +515,10 @@ def plot_total_cost(
     table = frontier.total_cost_table(df, [], statuses=statuses, cost_cols=cost_cols)
     generic_col, spec_col = cost_cols
     sizes = sorted(table["domain_tokens"].unique())
-    rule = (f"crossover: the cheapest config within {100 * quality_tolerance:.0f}% of the best "
-            "perplexity changes strategy, per-domain costs more than "
-            f"{100 * frontier.COST_TOLERANCE:.0f}% apart")
+    within = ("" if quality_tolerance is None
+              else f" within {100 * quality_tolerance:.0f}% of the best perplexity")
+    rule = (f"crossover: the cheapest config{within} changes strategy, per-domain costs more "
+            f"than {100 * frontier.COST_TOLERANCE:.0f}% apart")
     # About ten characters per inch of figure, so the rule wraps instead of running off it.
     width = int(_PANEL_SIZE[0] * max(len(sizes), 1) * 10)
     fig, axes = _panels(sizes, "Total cost vs number of domains\n" + textwrap.fill(rule, width))
@@ -532,8 +535,9 @@ def plot_total_cost(
             drawn[strategy] = (n, totals)
         _note_coincident(ax, drawn)
         rows = df[df["domain_tokens"] == size]
-        changes = frontier.winner_changes(rows, quality_tolerance, n_max, statuses=statuses,
-                                          cost_cols=cost_cols)
+        changes = frontier.winner_changes(
+            rows, math.inf if quality_tolerance is None else quality_tolerance, n_max,
+            statuses=statuses, cost_cols=cost_cols)
         for at, old, new in changes:
             ax.axvline(at, color="black", ls=":", lw=1.2,
                        label="crossover" if at == changes[0][0] else None)

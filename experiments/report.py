@@ -275,7 +275,8 @@ def build_figures(df: pd.DataFrame, *, chosen=None) -> list[ReportFigure]:
                 p, cost_col=_TOTAL, chosen=_chosen_row(p, df, chosen), title=t),
             None if (panel[_TOTAL] > 0).any() else "no finished run with a positive cost")
     add("total-cost", "total-cost", "Total cost vs number of domains",
-        lambda: plots.plot_total_cost(df, n_max=N_MAX),
+        lambda: plots.plot_total_cost(df, n_max=N_MAX,
+                                      quality_tolerance=conclusions.QUALITY_TOLERANCE),
         None if len(ok) else "no finished run within the inference budget")
     add("winner-map", "winner-map", "Best strategy per budget",
         lambda: plots.plot_winner_map(df),

@@ -89,7 +89,7 @@ def test_ppl_vs_spec_and_frontier_mark_front_and_choice(tmp_path: Path) -> None:
 def test_total_cost_is_log_log_with_crossovers() -> None:
     # Every config good enough: slm-is's cheapest pays 5e16 per domain; slm (1e17 once + 1e15
     # each) is cheaper from N = 3.
-    fig = plots.plot_total_cost(results(), n_max=1000, quality_tolerance=1.0)
+    fig = plots.plot_total_cost(results(), n_max=1000)
     ax = fig.axes[0]
     assert labelled(ax) == ["slm", "slm-is", "slm-pn", "crossover"]
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"

@@ -153,7 +153,7 @@ def test_no_crossover_from_a_cost_difference_within_the_noise() -> None:
     assert frontier.winner_changes(df, 0.05, 10_000, cost_tolerance=0) == [
         (950, "slm-pn", "slm")]
     assert frontier.winner_changes(df, 0.05, 10_000) == []
-    fig = plots.plot_total_cost(df, n_max=10_000)
+    fig = plots.plot_total_cost(df, n_max=10_000, quality_tolerance=0.05)
     assert [t.get_text() for t in fig.axes[0].texts] == []
     assert "crossover" not in fig.axes[0].get_legend_handles_labels()[1]
     _, lines = report.total_cost_view(df)
@@ -163,7 +163,7 @@ def test_no_crossover_from_a_cost_difference_within_the_noise() -> None:
 
 def test_plot_and_report_name_the_same_crossover() -> None:
     df = configs({"slm": (1e12, 1e9), "slm-is": (0.0, 1.1e10)})
-    fig = plots.plot_total_cost(df, n_max=report.N_MAX)
+    fig = report.make_figure(df, "total-cost")
     check_truthful(fig)
     _, lines = report.total_cost_view(df)
     assert [t.get_text() for t in fig.axes[0].texts] == ["N=100: slm-is -> slm"]
