@@ -8,7 +8,12 @@ and SVG. The numbers come from :mod:`experiments.frontier`, so a figure and its 
 Conventions, the same in every figure:
 
 * strategies are named as the CLI names them (``slm``, ``slm-is``, ...) and keep one colour
-  (:data:`STRATEGY_COLORS`);
+  (:data:`STRATEGY_COLORS`) and one marker (:data:`STRATEGY_MARKERS`), so a line drawn on top
+  of another still shows the other's markers; a panel's title names series that coincide;
+* tick labels never repeat, and an axis too narrow for 3 significant digits is labelled as
+  differences from a reference value that its label names with the axis's relative span
+  (:class:`_ReadableFormatter`);
+* the one legend sits outside the panels, so it covers neither titles nor data;
 * costs are on log axes in FLOPs, with a secondary axis in device-hours at ``flops_per_hour``
   (default: an A100 at 312 TFLOP/s peak and 40% MFU, the paper's hardware);
 * perplexities are macro averages over domains (see :mod:`experiments.frontier`), one panel per
@@ -16,8 +21,9 @@ Conventions, the same in every figure:
 """
 from __future__ import annotations
 
-import itertools
+import math
 import os
+import textwrap
 import uuid
 import zlib
 from collections.abc import Sequence
@@ -29,7 +35,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from matplotlib.ticker import FuncFormatter, Locator, MaxNLocator, NullFormatter
+from matplotlib.ticker import Formatter, Locator, MaxNLocator, NullFormatter
 
 from experiments import frontier
 from planner.core.budgets import total_cost
@@ -42,6 +48,7 @@ __all__ = [
     "DEFAULT_FLOPS_PER_HOUR",
     "DEFAULT_HOURS_LABEL",
     "STRATEGY_COLORS",
+    "STRATEGY_MARKERS",
     "plot_forecast",
     "plot_frontier",
     "plot_ppl_vs_pretrain",
@@ -50,6 +57,7 @@ __all__ = [
     "plot_winner_map",
     "save_figure",
     "strategy_color",
+    "strategy_marker",
 ]
 
 #: One colour per strategy, used by every figure (tab10 hues; the baseline slm is blue).
@@ -65,12 +73,29 @@ STRATEGY_COLORS = {
 }
 # Strategies registered later get a stable colour from their name (never a listed one).
 _SPARE_COLORS = ("#17becf", "#bcbd22", "#aec7e8", "#ffbb78", "#98df8a", "#c5b0d5", "#c49c94")
+#: One marker per strategy: where two series coincide, both markers stay visible.
+STRATEGY_MARKERS = {
+    "slm": "o",
+    "slm-nopt": "v",
+    "llm": "s",
+    "slm-is": "^",
+    "slm-mix": "D",
+    "slm-pn": "P",
+    "slm-hn": "X",
+    "slm-d": "*",
+}
+_SPARE_MARKERS = ("<", ">", "h", "p", "d", "8")
+# Series closer than this (relative, every point) are drawn on top of each other: a log axis
+# over a few decades shows 1% as under a pixel.
+_COINCIDE_RTOL = 0.01
 
 #: Device-hours axis default: A100, 312 TFLOP/s dense bf16 peak, 40% MFU.
 DEFAULT_FLOPS_PER_HOUR = PROFILES["a100"].flops_per_hour()
 DEFAULT_HOURS_LABEL = "A100-hours at 40% MFU"
 
 _PANEL_SIZE = (4.8, 3.8)
+# A lone panel's legend takes a third of a panel's width, and its title must still fit above it.
+_SINGLE_PANEL_WIDTH = 6.4
 # Axis names of known results-table columns; others are shown with spaces for underscores.
 _AXIS_NAMES = {
     "generic_flops": "pretraining cost",
@@ -92,16 +117,31 @@ def strategy_color(strategy: str) -> str:
     return _SPARE_COLORS[zlib.crc32(strategy.encode()) % len(_SPARE_COLORS)]
 
 
+def strategy_marker(strategy: str) -> str:
+    """The strategy's marker: listed ones from :data:`STRATEGY_MARKERS`, others by name hash."""
+    if strategy in STRATEGY_MARKERS:
+        return STRATEGY_MARKERS[strategy]
+    return _SPARE_MARKERS[zlib.crc32(strategy.encode()) % len(_SPARE_MARKERS)]
+
+
 def _strategies(names: pd.Series) -> list[str]:
     return sort_strategies(names.dropna())
 
 
 def _panels(sizes: Sequence[float], title: str) -> tuple[Figure, list[Axes]]:
-    """A figure with one panel per domain data size (at least one panel)."""
+    """A figure with one panel per domain data size (at least one panel).
+
+    Without sizes the title goes on the one panel: a figure title is centred on the whole
+    figure, and a narrow figure's would run into the legend beside the panel.
+    """
     count = max(len(sizes), 1)
-    fig = Figure(figsize=(_PANEL_SIZE[0] * count, _PANEL_SIZE[1]), layout="constrained")
+    width = _PANEL_SIZE[0] * count if sizes else _SINGLE_PANEL_WIDTH
+    fig = Figure(figsize=(width, _PANEL_SIZE[1]), layout="constrained")
     axes = list(np.atleast_1d(fig.subplots(1, count, squeeze=False)[0]))
-    fig.suptitle(title)
+    if sizes:
+        fig.suptitle(title)
+    else:
+        axes[0].set_title(title)
     for ax, size in zip(axes, sizes):
         ax.set_title(f"{format_count(size)} domain tokens")
     return fig, axes
@@ -133,9 +173,10 @@ def _cost_axis(
 
 
 def _readable_log_ticks(axis) -> None:
-    """Few short labels on a log axis (see :class:`_ReadableLogLocator`)."""
+    """Few short, distinct labels on a log axis (:class:`_ReadableLogLocator`,
+    :class:`_ReadableFormatter`)."""
     axis.set_major_locator(_ReadableLogLocator())
-    axis.set_major_formatter(FuncFormatter(_short_number))
+    axis.set_major_formatter(_ReadableFormatter())
     axis.set_minor_formatter(NullFormatter())
 
 
@@ -171,23 +212,102 @@ class _ReadableLogLocator(Locator):
         return ticks[::stride]
 
 
-def _short_number(value: float, _position: int | None = None) -> str:
-    """``2e12``, ``2.5e-6``, ``0.2``, ``50``: tick labels that fit side by side."""
-    if value <= 0:
+class _ReadableFormatter(Formatter):
+    """Tick labels that never repeat, and that say so when an axis is narrow.
+
+    Labels get the fewest significant digits (2, then 3) that tell the ticks apart. Ticks that
+    3 digits cannot tell apart lie within about 1% of each other: five "1.5e12" labels on a
+    0.2%-wide axis make a 0.2% difference look like the whole range. Those are labelled as
+    differences from a reference tick ("-1e9", "0", "+1e9"), and a second line of the axis
+    label names the reference and the relative span ("+1.5e12 (0.2% range)"); matplotlib's
+    offset text, at the axis's end, runs into the label beside it.
+    """
+
+    def __init__(self) -> None:
+        self._name: str | None = None  # the axis label without the note
+
+    def __call__(self, value: float, _position: int | None = None) -> str:
+        return _short_number(value, digits=3)
+
+    def format_ticks(self, values) -> list[str]:
+        labels, note = _tick_labels(values)
+        if self._name is None:  # read at the first draw: labels are set after the formatter
+            self._name = self.axis.label.get_text()
+        self.axis.label.set_text(f"{self._name}\n{note}" if note else self._name)
+        return labels
+
+
+def _tick_labels(values: Sequence[float]) -> tuple[list[str], str]:
+    """Distinct labels for ``values`` and the note for the axis label ("" unless the labels are
+    differences, see :class:`_ReadableFormatter`)."""
+    values = [float(v) for v in values]
+    for digits in (2, 3):
+        labels = [_short_number(v, digits=digits) for v in values]
+        if len(set(labels)) == len(labels):
+            return labels, ""
+    middle = len(values) // 2
+    reference = values[middle]
+    steps = [v - reference for v in values]
+    for digits in (2, 3, 4):
+        labels = [("+" if d > 0 else "-") + _short_number(abs(d), digits=digits) for d in steps]
+        labels[middle] = "0"
+        if len(set(labels)) == len(labels):
+            break
+    span = 100 * (max(values) - min(values)) / reference
+    return labels, f"+{_short_number(reference, digits=5)} ({span:.1g}% range)"
+
+
+def _short_number(value: float, *, digits: int = 2) -> str:
+    """``2e12``, ``2.5e-6``, ``0.2``, ``50``: tick labels that fit side by side.
+
+    ``digits`` significant digits in scientific notation (trailing zeros dropped); numbers
+    written plainly keep at least 3, which is as short.
+    """
+    if value == 0:
+        return "0"
+    if value < 0:
         return ""
-    if 1e-2 <= value < 1e4 and "e" not in f"{value:.3g}":
-        return f"{value:.3g}"
-    mantissa, exponent = f"{value:.1e}".split("e")
-    return f"{mantissa.removesuffix('.0')}e{int(exponent)}"
+    plain = f"{value:.{max(digits, 3)}g}"
+    if 1e-2 <= value < 1e4 and "e" not in plain:
+        return plain
+    mantissa, exponent = f"{value:.{digits - 1}e}".split("e")
+    if "." in mantissa:
+        mantissa = mantissa.rstrip("0").removesuffix(".")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def _note_coincident(ax: Axes, series: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """Name, under the panel's title, the series drawn on top of one another.
+
+    Series with the same x values whose y values agree within :data:`_COINCIDE_RTOL` are one
+    line on screen; their legend entries would otherwise point at nothing visible.
+    """
+    groups: list[list[str]] = []
+    for name, (x, y) in series.items():
+        for group in groups:
+            gx, gy = series[group[0]]
+            if (len(x) == len(gx) and np.allclose(x, gx, rtol=1e-9)
+                    and np.allclose(y, gy, rtol=_COINCIDE_RTOL, atol=0)):
+                group.append(name)
+                break
+        else:
+            groups.append([name])
+    same = [" = ".join(group) for group in groups if len(group) > 1]
+    if same:
+        note = textwrap.fill(f"one line (within {100 * _COINCIDE_RTOL:.0f}%): "
+                             + "; ".join(same), 48)
+        ax.set_title("\n".join(filter(None, (ax.get_title(), note))), fontsize="medium")
 
 
 def _axis_name(column: str) -> str:
     return _AXIS_NAMES.get(column, column.replace("_", " "))
 
 
-def _legend(fig: Figure, loc: str = "outside right upper", ncols: int = 1) -> Figure:
+def _legend(fig: Figure, loc: str = "outside right center", ncols: int = 1) -> Figure:
     """One legend for the whole figure, outside the panels: a strategy has one colour in every
-    panel, and with eight strategies a legend inside a panel hides points."""
+    panel, and with eight strategies a legend inside a panel hides points. It is centred beside
+    the panels, below the figure title's row, which a top-aligned legend runs into when one
+    panel makes the figure narrow."""
     handles: dict[str, object] = {}
     for ax in fig.axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
@@ -225,15 +345,21 @@ def plot_ppl_vs_pretrain(
     fig, axes = _panels(sizes, "Perplexity vs pretraining cost")
     for ax, size in zip(axes, sizes):
         panel = configs[configs["domain_tokens"] == size]
+        drawn = {}
         for strategy in _strategies(panel["strategy"]):
             rows = panel[panel["strategy"] == strategy]
             color = strategy_color(strategy)
             if (rows[cost_col] <= 0).all():
-                ax.axhline(rows["ppl_after"].min(), color=color, ls="--", label=strategy)
+                level = rows["ppl_after"].min()
+                ax.axhline(level, color=color, ls="--", label=strategy)
+                drawn[strategy] = (np.array([np.nan]), np.array([level]))
                 continue
             rows = rows[rows[cost_col] > 0].sort_values("ppl_after", kind="stable")
             best = rows.drop_duplicates("pretrain_budget_flops").sort_values(cost_col)
-            ax.plot(best[cost_col], best["ppl_after"], "o-", color=color, label=strategy)
+            ax.plot(best[cost_col], best["ppl_after"], "-", marker=strategy_marker(strategy),
+                    color=color, label=strategy)
+            drawn[strategy] = (best[cost_col].to_numpy(), best["ppl_after"].to_numpy())
+        _note_coincident(ax, drawn)
         if not (panel[cost_col] > 0).any():
             # Only flat lines: centre the empty cost axis on one device-hour, and say why.
             ax.set_xlim(flops_per_hour / 10, flops_per_hour * 10)
@@ -271,12 +397,17 @@ def plot_ppl_vs_spec(
     fig, axes = _panels(sizes, "Perplexity vs specialization cost")
     for ax, size in zip(axes, sizes):
         panel = configs[configs["domain_tokens"] == size]
+        drawn = {}
         for strategy in _strategies(panel["strategy"]):
             rows = panel[panel["strategy"] == strategy]
             color = strategy_color(strategy)
-            ax.scatter(rows[cost_col], rows["ppl_after"], color=color, alpha=0.3, s=18)
+            ax.scatter(rows[cost_col], rows["ppl_after"], color=color, alpha=0.3, s=18,
+                       marker=strategy_marker(strategy))
             front = frontier.pareto_front(rows, cost_col)
-            ax.plot(front[cost_col], front["ppl_after"], "o-", color=color, label=strategy)
+            ax.plot(front[cost_col], front["ppl_after"], "-", marker=strategy_marker(strategy),
+                    color=color, label=strategy)
+            drawn[strategy] = (front[cost_col].to_numpy(), front["ppl_after"].to_numpy())
+        _note_coincident(ax, drawn)
     for ax in axes:
         _cost_axis(ax, "x", _axis_name(cost_col), flops_per_hour, hours_label)
         ax.set_ylabel("perplexity after fine-tuning (macro)")
@@ -322,7 +453,7 @@ def plot_frontier(
     for strategy in _strategies(points["strategy"]):
         rows = points[points["strategy"] == strategy]
         ax.scatter(rows[cost_col], rows[quality_col], color=strategy_color(strategy), alpha=0.35,
-                   s=22, label=strategy)
+                   s=22, marker=strategy_marker(strategy), label=strategy)
     front = frontier.pareto_front(points, cost_col, quality_col)
     ax.plot(front[cost_col], front[quality_col], "-", color="black", lw=1.5, label="Pareto front")
     if chosen is not None:
@@ -335,8 +466,12 @@ def plot_frontier(
         row = points.loc[label]
         ax.scatter([row[cost_col]], [row[quality_col]], marker="*", s=260, zorder=5,
                    color=strategy_color(row["strategy"]), edgecolors="black", label="chosen")
+        # The label leans towards the panel's inside, so it never leaves the panel.
+        x_lo, x_hi = (np.log(v) for v in (points[cost_col].min(), points[cost_col].max()))
+        right = np.log(row[cost_col]) > (x_lo + x_hi) / 2
         ax.annotate(f"chosen: {row['strategy']}", (row[cost_col], row[quality_col]),
-                    xytext=(10, 10), textcoords="offset points", fontweight="bold",
+                    xytext=(-10 if right else 10, 10), textcoords="offset points",
+                    ha="right" if right else "left", fontweight="bold",
                     arrowprops={"arrowstyle": "-", "color": "black"})
     _cost_axis(ax, "x", _axis_name(cost_col), flops_per_hour, hours_label)
     ax.set_ylabel(_axis_name(quality_col))
@@ -348,6 +483,7 @@ def plot_total_cost(
     df: pd.DataFrame,
     *,
     n_max: int = 100,
+    quality_tolerance: float | None = None,
     cost_cols: tuple[str, str] = ("generic_flops", "spec_flops"),
     statuses: Sequence[str] = ("ok",),
     flops_per_hour: float = DEFAULT_FLOPS_PER_HOUR,
@@ -356,12 +492,19 @@ def plot_total_cost(
     """Total cost ``generic + N * spec`` against the number of domains N (Eq. 1), log-log.
 
     Each strategy is priced at its best-perplexity config
-    (:func:`experiments.frontier.total_cost_table`); black crosses mark where two strategies'
-    totals cross, i.e. where the cheaper one changes (paper Fig. 6).
+    (:func:`experiments.frontier.total_cost_table`). Dotted vertical lines mark the N where the
+    cheapest config (within ``quality_tolerance`` of the best perplexity) changes strategy, by
+    more than :data:`experiments.frontier.COST_TOLERANCE` in per-domain cost
+    (:func:`experiments.frontier.winner_changes`, which the report's text uses too). Lines of
+    worse strategies may cross elsewhere: a strategy that is cheap but not good enough does not
+    win, and a crossing of per-domain costs within the noise is not a change.
 
     Args:
         df: the results table.
         n_max: largest number of domains drawn.
+        quality_tolerance: relative perplexity slack of a good-enough config, >= 0; None lets
+            every config compete. The report passes
+            :data:`experiments.conclusions.QUALITY_TOLERANCE`, as its text does.
         cost_cols: (generic, per-domain specialization) cost columns.
         statuses: run statuses to use.
         flops_per_hour: FLOPs per device-hour for the secondary axis.
@@ -372,32 +515,35 @@ def plot_total_cost(
     table = frontier.total_cost_table(df, [], statuses=statuses, cost_cols=cost_cols)
     generic_col, spec_col = cost_cols
     sizes = sorted(table["domain_tokens"].unique())
-    fig, axes = _panels(sizes, "Total cost vs number of domains")
+    within = ("" if quality_tolerance is None
+              else f" within {100 * quality_tolerance:.0f}% of the best perplexity")
+    rule = (f"crossover: the cheapest config{within} changes strategy, per-domain costs more "
+            f"than {100 * frontier.COST_TOLERANCE:.0f}% apart")
+    # About ten characters per inch of figure, so the rule wraps instead of running off it.
+    width = int(_PANEL_SIZE[0] * max(len(sizes), 1) * 10)
+    fig, axes = _panels(sizes, "Total cost vs number of domains\n" + textwrap.fill(rule, width))
     n = np.unique(np.geomspace(1, n_max, 200).round(6))
     for ax, size in zip(axes, sizes):
         panel = table[table["domain_tokens"] == size]
-        costs = {row.strategy: (row[generic_col], row[spec_col]) for _, row in panel.iterrows()}
-        for strategy, (generic, spec) in costs.items():
-            ax.plot(n, total_cost(generic, spec, n), color=strategy_color(strategy),
-                    label=strategy)
-        crossings = []
-        for (a, cost_a), (b, cost_b) in itertools.combinations(costs.items(), 2):
-            at = frontier.crossover_n(cost_a, cost_b)
-            if at is not None and at <= n_max:
-                crossings.append((at, total_cost(*cost_a, at), a, b))
-        if crossings:
-            xs, ys, _, _ = zip(*crossings)
-            ax.scatter(xs, ys, marker="x", color="black", s=40, zorder=5, label="crossover")
-        labelled: list[float] = []
-        for x, y, a, b in sorted(crossings):
-            # Only where the cheapest strategy changes gets a label (once per place): the others
-            # are crossings of two options that are not the cheapest there; labels would pile up.
-            cheapest = min(total_cost(*cost, x) for cost in costs.values())
-            if y <= cheapest * (1 + 1e-9) and all(abs(x / other - 1) > 0.05 for other in labelled):
-                labelled.append(x)
-                after, before = sorted((a, b), key=lambda name: costs[name][1])
-                ax.annotate(f"N={x:.3g}: {before} -> {after}", (x, y), xytext=(6, -14),
-                            textcoords="offset points", fontsize="x-small")
+        drawn = {}
+        for i, row in enumerate(panel.itertuples()):
+            strategy = row.strategy
+            totals = total_cost(getattr(row, generic_col), getattr(row, spec_col), n)
+            # Staggered markers: on coinciding lines each strategy's markers sit elsewhere.
+            ax.plot(n, totals, color=strategy_color(strategy), label=strategy,
+                    marker=strategy_marker(strategy), markersize=5, markevery=(3 * i % 25, 25))
+            drawn[strategy] = (n, totals)
+        _note_coincident(ax, drawn)
+        rows = df[df["domain_tokens"] == size]
+        changes = frontier.winner_changes(
+            rows, math.inf if quality_tolerance is None else quality_tolerance, n_max,
+            statuses=statuses, cost_cols=cost_cols)
+        for at, old, new in changes:
+            ax.axvline(at, color="black", ls=":", lw=1.2,
+                       label="crossover" if at == changes[0][0] else None)
+            ax.annotate(f"N={at}: {old} -> {new}", (at, 0.98), xycoords=("data", "axes fraction"),
+                        xytext=(-3, 0), textcoords="offset points", rotation=90, ha="right",
+                        va="top", fontsize="x-small")
     for ax in axes:
         ax.set_xscale("log")
         ax.set_xlabel("number of domains N")
@@ -450,25 +596,33 @@ def plot_winner_map(
         _budget_ticks(ax, "y", ys, _axis_name(y), flops_per_hour, hours_label)
     handles = [Patch(color=strategy_color(s), label=s) for s in winners]
     if handles:
-        fig.legend(handles=handles, loc="outside right upper", title="strategy")
+        fig.legend(handles=handles, loc="outside right center", title="strategy")
     return fig
 
 
 def _budget_ticks(
     ax: Axes, which: str, values: np.ndarray, what: str, flops_per_hour: float, hours_label: str
 ) -> None:
-    """Label one cell per measured budget, in FLOPs and, on the opposite side, in hours."""
+    """Label one cell per measured budget, in FLOPs and, on the opposite side, in hours.
+
+    Labels are the cost axes' (:func:`_tick_labels`); x labels are slanted on both sides, as a
+    row of "5.6e-7" labels is wider than five cells.
+    """
     positions = np.arange(len(values))
-    flops = [f"{v:.2g}" for v in values]
-    hours = [f"{v / flops_per_hour:.2g}" for v in values]
+    flops, flops_note = _tick_labels(values)
+    hours, hours_note = _tick_labels(values / flops_per_hour)
+    flops_name = "\n".join(filter(None, (f"{what} (FLOPs)", flops_note)))
+    hours_name = "\n".join(filter(None, (hours_label, hours_note)))
     if which == "x":
         ax.set_xticks(positions, flops, rotation=30)
-        ax.set_xlabel(f"{what} (FLOPs)")
-        ax.secondary_xaxis("top").set(xticks=positions, xticklabels=hours, xlabel=hours_label)
+        ax.set_xlabel(flops_name)
+        top = ax.secondary_xaxis("top")
+        top.set(xticks=positions, xlabel=hours_name)
+        top.set_xticklabels(hours, rotation=30, ha="left")
     else:
         ax.set_yticks(positions, flops)
-        ax.set_ylabel(f"{what} (FLOPs)")
-        ax.secondary_yaxis("right").set(yticks=positions, yticklabels=hours, ylabel=hours_label)
+        ax.set_ylabel(flops_name)
+        ax.secondary_yaxis("right").set(yticks=positions, yticklabels=hours, ylabel=hours_name)
 
 
 def plot_forecast(
@@ -500,12 +654,18 @@ def plot_forecast(
                             "budget > 0 and a fitted law are needed)")
     fig = Figure(figsize=(8.0, 6.0), layout="constrained")
     ax = fig.subplots()
-    for item in drawn:
+    curves = {}
+    for i, item in enumerate(drawn):
         color = strategy_color(item.strategy)
         curve = item.curve
         over = item.within_inference is False
         flat = not item.generic_tokens  # no pretraining: the budget does not move it
+        every = max(len(curve["ppl"]) // 8, 1)
+        curves[item.strategy] = (np.asarray(curve["pretrain_flops"], float),
+                                 np.asarray(curve["ppl"], float))
         ax.plot(curve["pretrain_flops"], curve["ppl"], color=color, lw=1.8,
+                marker=strategy_marker(item.strategy), markersize=4,
+                markevery=(i * every // max(len(drawn), 1), every),
                 ls="--" if over else "-." if flat else "-",
                 label=item.strategy + (" (over inference budget)" if over else
                                        " (no pretraining)" if flat else ""))
@@ -532,6 +692,7 @@ def plot_forecast(
             ax.scatter([result.pretrain_flops], [chosen.ppl], marker="*", s=260, zorder=5,
                        color=strategy_color(chosen.strategy), edgecolors="black",
                        label=f"recommended: {chosen.strategy} ({chosen.ppl:.4g})")
+    _note_coincident(ax, curves)
     ax.set_yscale("log")
     _readable_log_ticks(ax.yaxis)
     ax.set_ylabel("forecast perplexity after fine-tuning (macro)")

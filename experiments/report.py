@@ -37,6 +37,8 @@ __all__ = ["FIGURE_KINDS", "ReportFigure", "build_figures", "write_report"]
 FIGURE_KINDS = ("pretrain", "spec", "frontier", "total-cost", "winner-map")
 #: Numbers of domains the total-cost table prices (the study's Fig. 6 uses 1, 7 and 50).
 N_DOMAINS = (1, 7, 50)
+#: Largest number of domains of the total-cost text and figure (the same range for both).
+N_MAX = 10_000
 _HOURS = plots.DEFAULT_FLOPS_PER_HOUR
 _HOURS_UNIT = "A100-h"
 _TOTAL = "total_cost_1_domain"
@@ -80,13 +82,17 @@ class ReportFigure:
 
 # -- tables -------------------------------------------------------------------------------------
 def _flops(value: float) -> str:
-    """A cost in FLOPs with its A100-hours, the pair every table shows."""
+    """A cost in FLOPs with its A100-hours, the pair every table shows, each to 3 significant
+    digits whatever its value ("2.00e+12" beside "2.07e+12", not "2e+12")."""
     if value is None or not np.isfinite(value):
         return ""
-    return f"{value:.3g} ({value / _HOURS:.2g} {_HOURS_UNIT})"
+    if value == 0:
+        return f"0 (0 {_HOURS_UNIT})"
+    return f"{value:.2e} ({value / _HOURS:.2e} {_HOURS_UNIT})"
 
 
 def _ppl(value: float) -> str:
+    """A perplexity to 2 decimals, as ``specplan train`` and ``eval`` print them."""
     return "" if value is None or not np.isfinite(value) else f"{value:.2f}"
 
 
@@ -132,10 +138,11 @@ def total_cost_view(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     changes = []
     for size, _ in table.groupby("domain_tokens"):
         rows = df[df["domain_tokens"] == size]
-        found = frontier.winner_changes(rows, conclusions.QUALITY_TOLERANCE, 10_000)
+        # The total-cost figure marks the same changes (plots.plot_total_cost).
+        found = frontier.winner_changes(rows, conclusions.QUALITY_TOLERANCE, N_MAX)
         text = ", ".join(f"at N={n} {old} -> {new}" for n, old, new in found)
         changes.append(f"{format_count(size)} domain tokens: "
-                       + (text or "the same strategy is cheapest for every N up to 10,000"))
+                       + (text or f"the same strategy is cheapest for every N up to {N_MAX:,}"))
     view = pd.DataFrame({
         "domain tokens": table["domain_tokens"].map(format_count),
         "strategy": table["strategy"],
@@ -268,7 +275,8 @@ def build_figures(df: pd.DataFrame, *, chosen=None) -> list[ReportFigure]:
                 p, cost_col=_TOTAL, chosen=_chosen_row(p, df, chosen), title=t),
             None if (panel[_TOTAL] > 0).any() else "no finished run with a positive cost")
     add("total-cost", "total-cost", "Total cost vs number of domains",
-        lambda: plots.plot_total_cost(df, n_max=1000),
+        lambda: plots.plot_total_cost(df, n_max=N_MAX,
+                                      quality_tolerance=conclusions.QUALITY_TOLERANCE),
         None if len(ok) else "no finished run within the inference budget")
     add("winner-map", "winner-map", "Best strategy per budget",
         lambda: plots.plot_winner_map(df),
@@ -354,7 +362,10 @@ def write_report(
          reference_view(df), []),
         ("Total cost for N domains", "Each strategy's best config priced as generic + N x "
          f"specialization (Eq. 1). Where the cheapest config within "
-         f"{100 * conclusions.QUALITY_TOLERANCE:.0f}% of the best perplexity changes:",
+         f"{100 * conclusions.QUALITY_TOLERANCE:.0f}% of the best perplexity changes strategy "
+         "(only where their per-domain costs differ by more than "
+         f"{100 * frontier.COST_TOLERANCE:.0f}%, the measurement noise; the total-cost figure "
+         "marks the same N):",
          total_view, changes),
         ("Pareto frontier", "Configs no other config beats on both perplexity and total cost "
          "for one domain (generic + specialization).", frontier_view(df), []),

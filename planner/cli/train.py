@@ -91,10 +91,16 @@ def eval_cmd(obj: Ctx, model_dir, domains, split, text_field, no_speed) -> None:
                             f"folder of specplan train/run/plan")
     result = evaluate_model(model_dir, list(domains), cache_dir=obj.cache, text_field=text_field,
                             split=split, speed=not no_speed)
-    rows = [{"domain": k, "perplexity": v} for k, v in result["perplexity"].items()]
+    obj.emit(result, eval_text(result))
+
+
+def eval_text(result: dict) -> str:
+    """``eval``'s table: every perplexity to 2 decimals, as ``train`` prints them, so "291.00"
+    stands beside "234.30" (a general float format printed "291" beside "234.3")."""
+    rows = [{"domain": k, "perplexity": f"{v:.2f}"} for k, v in result["perplexity"].items()]
     text = table(rows)
     if "speed" in result:
         s = result["speed"]
         text += (f"\ninference: {s['tokens_per_second']:.0f} tokens/s (batch {s['batch_size']}), "
                  f"{s['latency_ms_per_token']:.2f} ms/token latency (batch 1)")
-    obj.emit(result, text)
+    return text
