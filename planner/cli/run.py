@@ -35,9 +35,9 @@ def run(obj: Ctx, strategy, overrides, small, out, **options) -> None:
     from strategies import get_strategy
 
     settings = get_strategy(strategy).settings(parse_overrides(overrides))  # fail before data
-    data, run_args = args_from(DataArgs, options), args_from(RunArgs, options)
-    check_run_args(run_args)
-    budgets = parse_budgets(obj, **options)
+    data = args_from(DataArgs, options)
+    run_args = args_from(RunArgs, options, check=check_run_args)
+    budgets = parse_budgets(obj, **options, spend_on=run_args.device)
     inputs = load_data(data, obj.cache, domain_tokens=budgets.domain_tokens)
     ws = make_workspace(inputs, budgets, run_args, obj.cache, small=small)
     report = run_strategy(strategy, settings, ws, inputs.domains,

@@ -12,3 +12,10 @@ class SpecplanError(Exception):
 
 class BudgetError(SpecplanError):
     """A budget cannot fit the requested work (raised before any compute is spent)."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM stopped a command; the message says what is kept and how to resume.
+
+    Not a :class:`SpecplanError`: an interrupt is not a mistake, so the CLI exits 130, not 2.
+    """
