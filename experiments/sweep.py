@@ -661,5 +661,5 @@ def _sample(ctx: SweepContext, out_dir: Path, progress: bool) -> None:
 
     done = (TrialState.COMPLETE, TrialState.PRUNED)  # counted across workers sharing the study
     if len(study.get_trials(deepcopy=False, states=done)) < config.samples:
-        study.optimize(interruptible(objective), callbacks=[optuna.study.MaxTrialsCallback(config.samples,
-                                                                             states=done)])
+        study.optimize(interruptible(objective), callbacks=[
+            optuna.study.MaxTrialsCallback(config.samples, states=done)])

@@ -66,9 +66,10 @@ def main() -> None:
         cli.main(standalone_mode=False)
     except SpecplanError as err:
         _fail(f"error: {err}", 2)
-    except Interrupted as err:
-        _fail(f"interrupted: {err}", 130)
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, click.exceptions.Abort) as err:
+        cause = err.__cause__ if isinstance(err, click.exceptions.Abort) else err  # click wraps
+        if isinstance(cause, Interrupted):
+            _fail(f"interrupted: {cause}", 130)
         _fail("interrupted; re-run the same command to resume", 130)
     except click.UsageError as err:  # one line too, with where to read more
         command = err.ctx.command_path if err.ctx else "specplan"

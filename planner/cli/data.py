@@ -36,7 +36,8 @@ def data_demo(obj: Ctx) -> None:
 @click.option("--vocab-size", default=4096, show_default=True,
               help="BPE vocabulary trained on the first corpus when no tokenizer is given.")
 @click.pass_obj
-def data_stats(obj: Ctx, paths, text_field, encoding, seq_len, tokenizer_dir, vocab_size) -> None:
+def data_stats(obj: Ctx, paths, text_field, encoding, seq_len, tokenizer_dir,
+               vocab_size) -> None:
     """Documents, tokens and sizes per split of each corpus (first one trains the tokenizer)."""
     from planner.data.inputs import load_inputs
 

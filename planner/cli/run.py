@@ -30,6 +30,7 @@ from planner.core.text import ledger_text, table
 @click.pass_obj
 def run(obj: Ctx, strategy, overrides, small, out, **options) -> None:
     """Run one STRATEGY end to end; print perplexities and the per-phase ledger."""
+    from planner.core.io import writable_folder
     from planner.run.config import check_run_args, load_data, make_workspace
     from planner.run.runner import run_strategy
     from strategies import get_strategy
@@ -37,6 +38,8 @@ def run(obj: Ctx, strategy, overrides, small, out, **options) -> None:
     settings = get_strategy(strategy).settings(parse_overrides(overrides))  # fail before data
     data = args_from(DataArgs, options)
     run_args = args_from(RunArgs, options, check=check_run_args)
+    if out:
+        writable_folder(out)
     budgets = parse_budgets(obj, **options, spend_on=run_args.device)
     inputs = load_data(data, obj.cache, domain_tokens=budgets.domain_tokens)
     ws = make_workspace(inputs, budgets, run_args, obj.cache, small=small)

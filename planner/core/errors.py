@@ -14,8 +14,9 @@ class BudgetError(SpecplanError):
     """A budget cannot fit the requested work (raised before any compute is spent)."""
 
 
-class Interrupted(Exception):
+class Interrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM stopped a command; the message says what is kept and how to resume.
 
-    Not a :class:`SpecplanError`: an interrupt is not a mistake, so the CLI exits 130, not 2.
+    A :class:`KeyboardInterrupt`, not a :class:`SpecplanError`: an interrupt is not a mistake
+    (the CLI exits 130, not 2), and library callers that catch Ctrl-C still do.
     """

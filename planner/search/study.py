@@ -176,13 +176,14 @@ def recover_stale_trials(study) -> list[int]:
             study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
     else:
         optuna.storages.fail_stale_trials(study)
-    interrupted = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-                   if t.user_attrs.get("failure") == INTERRUPTED
-                   and not t.user_attrs.get("requeued")]
+    trials = study.get_trials(deepcopy=False)
+    queued = {t.user_attrs.get("retry_of") for t in trials}  # a finished trial cannot be marked
+    interrupted = [t for t in trials if t.state == TrialState.FAIL
+                   and t.user_attrs.get("failure") == INTERRUPTED and t.params
+                   and t.number not in queued]
     for trial in [*stale, *interrupted]:
         if trial.params:
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
-        study._storage.set_trial_user_attr(trial._trial_id, "requeued", True)
     return [t.number for t in [*stale, *interrupted]]
 
 
@@ -261,7 +262,10 @@ class Objective:
 
     def __call__(self, trial):
         """Sample a configuration and run it (rank 0 shares it with a multi-GPU trial's ranks)."""
-        return self.evaluate(trial, broadcast(self.sample(trial)))
+        params = self.sample(trial)
+        logging.getLogger("specplan").info(f"trial {trial.number} {params['strategy']} (size "
+                                           f"{params['size']}): started")
+        return self.evaluate(trial, broadcast(params))
 
     def sample(self, trial) -> dict:
         name = trial.suggest_categorical("strategy", self.spec.strategies)
@@ -278,8 +282,6 @@ class Objective:
         strategy = get_strategy(name)
         settings = strategy.settings(params["settings"])
         seen = {"offset": 0, "last": 0}
-        logging.getLogger("specplan").info(f"trial {trial.number} {name} (size {size}): "
-                                           f"started")
 
         def report(step: int, tokens: int, val_loss: float) -> None:
             """Fine-tuning tokens seen so far in this trial (over its domains) as the resource."""
