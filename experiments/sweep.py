@@ -56,8 +56,14 @@ import pandas as pd
 from planner.core.args import ConfigError, DataArgs, RunArgs, field_names, from_mapping
 from planner.core.budgets import Budgets, parse_budget, parse_inference_budget
 from planner.core.cost import PROFILES, hardware_profile
-from planner.core.errors import SpecplanError
-from planner.core.io import content_hash, file_lock, write_json
+from planner.core.errors import Interrupted, SpecplanError
+from planner.core.io import (
+    content_hash,
+    file_lock,
+    untouched_on_error,
+    writable_folder,
+    write_json,
+)
 from planner.core.units import format_count, parse_count
 from planner.engine.devices import parse_gpus, resolve_device
 from planner.engine.models import SIZES
@@ -70,7 +76,7 @@ from planner.run.results import (
     write_results,
 )
 from planner.run.runner import run_strategy
-from planner.search.study import open_storage, recover_stale_trials
+from planner.search.study import interruptible, open_storage, recover_stale_trials
 from strategies import get_strategy
 
 SWEEP_JSON = "sweep.json"
@@ -491,9 +497,10 @@ def run_sweep(
     if gpus is not None and not devices:
         raise SpecplanError(f"--gpus {gpus}: no GPU selected; leave --gpus out to run on "
                             f"{config.run.device}")
-    out_dir, cache_dir = Path(out_dir), Path(cache_dir)
+    out_dir, cache_dir = writable_folder(out_dir), Path(cache_dir)
+    with untouched_on_error(out_dir):  # bad data leaves no results folder behind
+        ctx = load_context(config, cache_dir)  # fails on bad data before any worker starts
     out_dir.mkdir(parents=True, exist_ok=True)
-    ctx = load_context(config, cache_dir)  # fails on bad data before any worker starts
     write_json(out_dir / SWEEP_JSON, {
         "config": config.to_dict(), "fingerprint": ctx.fingerprint,
         "budgets_flops": {k: v for k, v in ctx.budgets.items() if k != "0"},
@@ -504,11 +511,16 @@ def run_sweep(
         existing = load_rows(out_dir)
         if len(existing):  # a kill between the two writes leaves the CSV one point behind
             write_results(out_dir, existing)
-    if workers == 1 and not devices:
-        with _threads(config.threads):
-            _work(ctx, out_dir, progress)
-    else:
-        _spawn_workers(config, out_dir, cache_dir, workers, devices, progress)
+    try:
+        if workers == 1 and not devices:
+            with _threads(config.threads):
+                _work(ctx, out_dir, progress)
+        else:
+            _spawn_workers(config, out_dir, cache_dir, workers, devices, progress)
+    except KeyboardInterrupt:  # each point's rows are written whole, or not at all
+        raise Interrupted(f"{len(finished_points(out_dir))} finished point(s) are saved in "
+                          f"{out_dir / 'results.csv'}; re-run the same command to resume (the "
+                          f"interrupted point runs again)") from None
     frame = load_rows(out_dir)
     if frame.empty:
         return frame
@@ -573,8 +585,14 @@ def _spawn_workers(config: SweepConfig, out_dir: Path, cache_dir: Path, workers:
                                      progress))
         proc.start()
         procs.append(proc)
-    for proc in procs:
-        proc.join()
+    try:
+        for proc in procs:
+            proc.join()
+    except KeyboardInterrupt:  # Ctrl-C reached the workers too; SIGTERM reached this process
+        for proc in procs:
+            proc.terminate()
+            proc.join()
+        raise
     codes = [p.exitcode for p in procs]
     if any(codes):
         raise SpecplanError(f"a sweep worker exited with status {max(codes, key=abs)}; its "
@@ -590,7 +608,10 @@ def _worker_main(config: SweepConfig, out_dir: str, cache_dir: str, gpu: str | N
     import torch
 
     torch.set_num_threads(threads)
-    _work(load_context(config, Path(cache_dir)), Path(out_dir), progress)
+    try:
+        _work(load_context(config, Path(cache_dir)), Path(out_dir), progress)
+    except KeyboardInterrupt:  # the parent says what is kept; no traceback per worker
+        sys.exit(130)
 
 
 # -- sampled mode -------------------------------------------------------------------------------
@@ -603,7 +624,7 @@ def _sample(ctx: SweepContext, out_dir: Path, progress: bool) -> None:
     from optuna.trial import TrialState
 
     config = ctx.config
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial's warning is a traceback
     study = optuna.create_study(
         study_name=f"sweep-{config.name}-{ctx.fingerprint}", storage=open_storage(None, out_dir),
         directions=["minimize", "minimize"], load_if_exists=True,
@@ -640,5 +661,5 @@ def _sample(ctx: SweepContext, out_dir: Path, progress: bool) -> None:
 
     done = (TrialState.COMPLETE, TrialState.PRUNED)  # counted across workers sharing the study
     if len(study.get_trials(deepcopy=False, states=done)) < config.samples:
-        study.optimize(objective, callbacks=[optuna.study.MaxTrialsCallback(config.samples,
-                                                                             states=done)])
+        study.optimize(interruptible(objective), callbacks=[
+            optuna.study.MaxTrialsCallback(config.samples, states=done)])

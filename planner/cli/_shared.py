@@ -71,6 +71,8 @@ def budget_options(f):
                      help="Cut each domain's training data to this size (e.g. 64k, 1M)."),
         click.option("--utilization", type=float, default=None,
                      help="MFU to convert device time to FLOPs (default: measured or 0.4)."),
+        click.option("--yes", is_flag=True,
+                     help="Accept a budget beyond a year of this machine's compute."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -78,7 +80,10 @@ def budget_options(f):
 
 
 def parse_budgets(obj: Ctx, pretrain_budget, spec_budget, inference_budget, domain_tokens,
-                  utilization, domains_count: int = 1, defaults: dict | None = None):
+                  utilization, domains_count: int = 1, defaults: dict | None = None,
+                  yes: bool = False, spend_on: str | None = None):
+    """The budgets of a command; ``spend_on`` (a device name) when the command will spend
+    them there, so a budget beyond a year of that device is refused unless ``yes``."""
     from planner.core.budgets import Budgets, parse_budget, parse_inference_budget
     from planner.core.units import parse_count
 
@@ -88,13 +93,43 @@ def parse_budgets(obj: Ctx, pretrain_budget, spec_budget, inference_budget, doma
     if pretrain_budget is None or spec_budget is None:
         raise SpecplanError("--pretrain-budget and --spec-budget are required (e.g. 2e13, 10m@cpu)")
     kw = {"utilization": utilization, "cache_dir": obj.cache}
-    return Budgets(
+    budgets = Budgets(
         pretrain_flops=parse_budget(pretrain_budget, what="--pretrain-budget", **kw),
         spec_flops=parse_budget(spec_budget, what="--spec-budget", **kw),
         inference=parse_inference_budget(inference_budget or defaults.get("inference")),
         domain_tokens=parse_count(domain_tokens, "--domain-tokens") if domain_tokens else None,
         domains_count=domains_count,
     )
+    if spend_on is not None and not yes:
+        check_spendable(obj, budgets.pretrain_flops, "--pretrain-budget", pretrain_budget,
+                        spend_on, utilization)
+        check_spendable(obj, budgets.spec_flops, "--spec-budget", spec_budget, spend_on,
+                        utilization)
+    return budgets
+
+
+YEAR_SECONDS = 365 * 86400
+
+
+def check_spendable(obj: Ctx, flops: float, flag: str, text, device: str,
+                    utilization: float | None) -> None:
+    """Refuse a budget this machine could not spend in a year: almost always a typo (1e99 for
+    1e9), and one that would otherwise run until killed.
+
+    Raises:
+        SpecplanError: naming the flag, the time it would take and the fixes.
+    """
+    from planner.core.cost import hardware_profile
+    from planner.engine.devices import device_kind, resolve_device
+
+    kind = device_kind(resolve_device(device))
+    profile = hardware_profile(kind, utilization=utilization, cache_dir=obj.cache)
+    years = flops / profile.flops_per_second / YEAR_SECONDS
+    if years > 1:
+        raise SpecplanError(
+            f"{flag} {text}: {flops:.3g} FLOPs would take {years:.3g} years on this machine "
+            f"({kind} at {profile.flops_per_second:.3g} FLOP/s); give a smaller budget (FLOPs "
+            f"or device time such as 2h@{kind}), or add --yes if you mean it")
 
 
 def options_from(cls: type, *, skip: tuple[str, ...] = ()):
@@ -122,12 +157,15 @@ def options_from(cls: type, *, skip: tuple[str, ...] = ()):
     return decorate
 
 
-def args_from(cls: type, options: dict):
-    """Pop ``cls``'s fields out of a command's options and build it; a bad value is reported
-    under its flag."""
+def args_from(cls: type, options: dict, check=None):
+    """Pop ``cls``'s fields out of a command's options and build it (then ``check`` it, for
+    what the floor cannot check); a bad value is reported under its flag."""
     values = {f.name: options.pop(f.name) for f in dataclasses.fields(cls) if f.name in options}
     try:
-        return cls(**values)
+        args = cls(**values)
+        if check is not None:
+            check(args)
+        return args
     except ConfigError as err:
         flag = next(flag_of(f) for f in dataclasses.fields(cls) if f.name == err.name)
         raise SpecplanError(f"{flag}: {err.problem}") from None

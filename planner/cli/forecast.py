@@ -19,6 +19,7 @@ from planner.cli._shared import (
     budget_options,
     data_options,
     options_from,
+    check_spendable,
     parse_budgets,
 )
 from planner.core.args import DataArgs, RunArgs
@@ -186,7 +187,7 @@ def forecast_cmd(ctx: click.Context, as_json: bool, **options) -> None:
 
 
 def _forecast(ctx: click.Context, *, pretrain_budget, spec_budget, inference_budget,
-              domain_tokens, utilization, domains_count, results, strategies, backtest_results,
+              domain_tokens, utilization, yes, domains_count, results, strategies, backtest_results,
               calibrate, planning_budget, sizes, max_extrapolation, n_boot, plot_stem,
               **options) -> None:
     """The command's body: pick the mode, call the library, print."""
@@ -229,6 +230,9 @@ def _forecast(ctx: click.Context, *, pretrain_budget, spec_budget, inference_bud
         planning = parse_budget(planning_budget, what="--planning-budget",
                                 utilization=utilization, cache_dir=obj.cache)
         check_run_args(run_args)
+        if not yes:  # the planning budget is spent here; the others are forecast targets
+            check_spendable(obj, planning, "--planning-budget", planning_budget,
+                            run_args.device, utilization)
         inputs = load_data(data, obj.cache, domain_tokens=budgets.domain_tokens)
         path = Path(results) if results else _calibration_path(obj.cache, inputs,
                                                                 budgets.domain_tokens)

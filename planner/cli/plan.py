@@ -12,6 +12,7 @@ from planner.cli._shared import (
     parse_budgets,
 )
 from planner.core.args import DataArgs, RunArgs
+from planner.core.errors import SpecplanError
 
 
 @click.command()
@@ -22,8 +23,8 @@ from planner.core.args import DataArgs, RunArgs
 @click.option("--strategies", default=None,
               help="Comma-separated strategies to search (default: all registered; "
                    "`specplan strategies` lists them).")
-@click.option("--trials", type=int, default=None, help="Finished trials (default: one per "
-              "strategy, plus two).")
+@click.option("--trials", type=int, default=None, help="Finished trials, at least 1 (default: "
+              "one per strategy, plus two).")
 @click.option("--frontier", is_flag=True, help="Two objectives (perplexity, total cost): Pareto set.")
 @click.option("--storage", default=None, help="Optuna storage URL (default: OUT/study.journal); "
               "postgresql://... lets workers on several machines share the study.")
@@ -39,16 +40,23 @@ def plan(obj: Ctx, domains_count, strategies, trials, frontier, storage, gpus, g
          sizes, pruner, out, **options) -> None:
     """Search strategies under the budgets, pick the best, build and export it."""
     from planner.data.demo import DEMO_BUDGETS, DEMO_DOMAIN_TOKENS
+    from planner.core.io import writable_folder
     from planner.run.config import check_run_args
     from planner.search.plan import plan as run_plan
     from planner.search.study import PlanSpec
     from strategies import available, get_strategy
 
-    data, run_args = args_from(DataArgs, options), args_from(RunArgs, options)
-    check_run_args(run_args)
+    if trials is not None and trials < 1:
+        raise SpecplanError(f"--trials {trials}: must be at least 1 (leave it out for one per "
+                            f"strategy plus two)")
+    data = args_from(DataArgs, options)
+    run_args = args_from(RunArgs, options, check=check_run_args)
     data.check_source()
+    writable_folder(out)
     budgets = parse_budgets(obj, **options, domains_count=domains_count,
-                            defaults=DEMO_BUDGETS if data.demo else None)
+                            defaults=DEMO_BUDGETS if data.demo else None,
+                            spend_on="cuda" if gpus != "none" and gpus_available() else
+                            run_args.device)
     names = [s.strip() for s in strategies.split(",")] if strategies else available()
     for name in names:
         get_strategy(name)  # unknown names fail here, before any data is loaded
@@ -57,7 +65,8 @@ def plan(obj: Ctx, domains_count, strategies, trials, frontier, storage, gpus, g
         spec_flops=budgets.spec_flops, inference=budgets.inference.__dict__,
         domain_tokens=budgets.domain_tokens or (DEMO_DOMAIN_TOKENS if data.demo else None),
         domains_count=domains_count, strategies=names,
-        trials=trials or len(names) + (1 if data.demo else 2),  # the demo stays within minutes
+        # the demo stays within minutes
+        trials=trials if trials is not None else len(names) + (1 if data.demo else 2),
         frontier=frontier, sizes=admitted_sizes(sizes, budgets, data.vocab_size, data.seq_len),
         pruner=pruner, cache_dir=str(obj.cache),
     )
@@ -65,8 +74,15 @@ def plan(obj: Ctx, domains_count, strategies, trials, frontier, storage, gpus, g
     obj.emit(result.plan, result.summary)
 
 
+def gpus_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def admitted_sizes(sizes: str | None, budgets, vocab_size: int, seq_len: int) -> list[str]:
     """Deployed sizes to search: the given ones, or the largest ladder size within the cap."""
+    from planner.core.units import format_count
     from planner.engine.models import SIZES, model_shape
 
     if sizes:
@@ -74,11 +90,17 @@ def admitted_sizes(sizes: str | None, budgets, vocab_size: int, seq_len: int) ->
         for name in names:
             model_shape(name, vocab_size=vocab_size, seq_len=seq_len)  # validates the name
         return names
-    fits = [name for name in SIZES if name not in ("tiny", "large") and budgets.inference.admits(
-        flops_per_token=model_shape(name, vocab_size=vocab_size, seq_len=seq_len)
-        .inference_flops_per_token(),
-        params=model_shape(name, vocab_size=vocab_size, seq_len=seq_len).params_total)]
-    return fits[-1:] or ["tiny"]
+    shapes = {name: model_shape(name, vocab_size=vocab_size, seq_len=seq_len) for name in SIZES}
+    fits = [name for name, shape in shapes.items() if budgets.inference.admits(
+        flops_per_token=shape.inference_flops_per_token(), params=shape.params_total)]
+    if not fits:
+        name, shape = next(iter(shapes.items()))
+        raise SpecplanError(
+            f"--inference-budget {budgets.inference.describe()}: no model size fits; the "
+            f"smallest ({name}) has {format_count(shape.params_total)} params and "
+            f"{shape.inference_flops_per_token():.3g} FLOPs/token; raise --inference-budget to "
+            f"at least that")
+    return [name for name in fits if name not in ("tiny", "large")][-1:] or ["tiny"]
 
 
 @click.command()
@@ -87,7 +109,7 @@ def admitted_sizes(sizes: str | None, budgets, vocab_size: int, seq_len: int) ->
 @click.pass_obj
 def worker(obj: Ctx, study_name, storage) -> None:
     """Join a plan's study (on this or another machine) and run trials until it is done."""
-    from planner.search.workers import worker as run_worker
+    from planner.search.workers import worker as join_study
 
-    ran = run_worker(study_name, storage, str(obj.cache))
+    ran = join_study(study_name, storage, str(obj.cache))
     obj.emit({"trials_run": ran}, f"worker finished: {ran} trial(s) run here")

@@ -35,14 +35,17 @@ def run(obj: Ctx, strategy, overrides, small, out, **options) -> None:
     STRATEGY is a registered name such as slm, llm, slm-is or slm-pn: `specplan strategies`
     lists them all with their phases and settings.
     """
+    from planner.core.io import writable_folder
     from planner.run.config import check_run_args, load_data, make_workspace
     from planner.run.runner import run_strategy
     from strategies import get_strategy
 
     settings = get_strategy(strategy).settings(parse_overrides(overrides))  # fail before data
-    data, run_args = args_from(DataArgs, options), args_from(RunArgs, options)
-    check_run_args(run_args)
-    budgets = parse_budgets(obj, **options)
+    data = args_from(DataArgs, options)
+    run_args = args_from(RunArgs, options, check=check_run_args)
+    if out:
+        writable_folder(out)
+    budgets = parse_budgets(obj, **options, spend_on=run_args.device)
     inputs = load_data(data, obj.cache, domain_tokens=budgets.domain_tokens)
     ws = make_workspace(inputs, budgets, run_args, obj.cache, small=small)
     report = run_strategy(strategy, settings, ws, inputs.domains,

@@ -16,6 +16,8 @@ from planner.core.text import ledger_text, table
 @click.command()
 @click.option("--config", "config_path", default=None, help="TOML file of option defaults.")
 @click.option("--corpus", default=None, help="Training corpus (folder, .txt, .jsonl, ...).")
+@click.option("--encoding", default="utf-8", show_default=True,
+              help="Text encoding of .txt/.jsonl/.csv files (e.g. latin-1).")
 @click.option("--init", default=None, help="Model folder to fine-tune (else pretrain fresh).")
 @click.option("--size", default="small", show_default=True, help="Model size when pretraining.")
 @click.option("--budget", default=None, help="Stop at this budget: FLOPs or device time.")
@@ -58,7 +60,7 @@ def train(ctx, config_path, **opts) -> None:
         if opts["budget"] else None,
         steps=opts["steps"], tokens=parse_count(opts["tokens"], "--tokens") if opts["tokens"] else None,
         early_stopping=opts["early_stopping"], out_dir=out, seq_len=opts["seq_len"],
-        vocab_size=opts["vocab_size"],
+        vocab_size=opts["vocab_size"], encoding=opts["encoding"],
         lr=opts["lr"], batch_size=opts["batch_size"], grad_accum=opts["grad_accum"],
         eval_every=opts["eval_every"], device=opts["device"], precision=opts["precision"],
         compile=opts["compile_"], seed=opts["seed"],

@@ -12,3 +12,11 @@ class SpecplanError(Exception):
 
 class BudgetError(SpecplanError):
     """A budget cannot fit the requested work (raised before any compute is spent)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped a command; the message says what is kept and how to resume.
+
+    A :class:`KeyboardInterrupt`, not a :class:`SpecplanError`: an interrupt is not a mistake
+    (the CLI exits 130, not 2), and library callers that catch Ctrl-C still do.
+    """

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from planner.core.errors import SpecplanError
+
 
 def _fresh_name(target: Path, suffix: str) -> Path:
     """A hidden, unused sibling name; created by the caller so permissions follow the umask
@@ -108,6 +110,47 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _fsync_dir(target.parent)
+
+
+def writable_folder(path: str | os.PathLike[str], what: str = "--out") -> Path:
+    """Check, before any work, that ``path`` is or can become a writable folder (nothing is
+    created), so a bad output folder fails in a second, not after an hour of training.
+
+    Raises:
+        SpecplanError: ``path`` is a file, or the folder it is (or would be made in) is not
+            writable.
+    """
+    folder = Path(path)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise SpecplanError(f"{what} {folder}: {existing} is a file, not a folder; give a folder "
+                            f"path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SpecplanError(f"{what} {folder}: {existing} is not writable; give a folder you "
+                            f"can write to")
+    return folder
+
+
+@contextlib.contextmanager
+def untouched_on_error(folder: str | os.PathLike[str]) -> Iterator[None]:
+    """If the block raises, remove what it added to ``folder`` (the folder itself when it did
+    not exist): a command that fails before producing results leaves nothing behind."""
+    target = Path(folder)
+    before = set(target.iterdir()) if target.is_dir() else None
+    try:
+        yield
+    except BaseException:
+        if before is None:
+            shutil.rmtree(target, ignore_errors=True)
+        elif target.is_dir():
+            for entry in set(target.iterdir()) - before:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+        raise
 
 
 def write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:

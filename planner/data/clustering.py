@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -608,6 +609,8 @@ def fit_clustering(
         folder = Path(cache_dir) / "clusters" / _cache_key(ids, k, embedder, seed, decode)
         if (folder / "clustering.json").is_file():
             return Clustering.load(folder)
+    logging.getLogger("specplan").info(f"clustering {ids.shape[0]} generic windows into k={k} "
+                                       f"clusters ({embedder.name} embedder)")
     embedder.fit(ids, decode)
     vectors = embedder.embed_windows(ids, decode)  # (n, d)
     result = kmeans(vectors, k, seed=seed)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -258,6 +259,11 @@ def _normalise(text: str) -> str:
 def _text_key(text: str) -> int:
     """A 64-bit hash of the normalised text: the document's identity for dedupe and splits."""
     return int.from_bytes(hashlib.sha256(_normalise(text).encode("utf-8")).digest()[:8], "big")
+
+
+def text_keys(texts: list[str]) -> list[int]:
+    """The normalised-text hash of each document (:func:`_text_key`), e.g. to measure overlap."""
+    return [_text_key(t) for t in texts]
 
 
 def dedupe(texts: list[str]) -> tuple[list[str], int]:
@@ -654,12 +660,14 @@ def prepare_corpus(docs: Documents, tokenizer: Any, *, seq_len: int,
     windows = {s: tokenize_to_windows(split_texts[s], tokenizer, seq_len) for s in _SPLITS}
     for split, win in windows.items():
         if win.n == 0:
-            encoded = _encode(split_texts[split], tokenizer)
+            tokens = sum(len(e) + 1 for e in _encode(texts, tokenizer))
+            held_out = min(f for f in (valid_fraction, test_fraction, 1.0) if f > 0)
             raise SpecplanError(
-                f"corpus {docs.name!r}: the {split} split has {len(split_texts[split])} documents, "
-                f"{sum(len(e) + 1 for e in encoded)} tokens, less than one window of "
-                f"seq_len={seq_len} ({len(texts)} documents in all); use a smaller --seq-len or "
-                f"more text"
+                f"corpus {docs.name!r} ({docs.source}) is too small: {len(texts)} distinct "
+                f"document(s), {tokens} tokens, and its {split} split holds less than one "
+                f"window of {seq_len} tokens; add text: train, valid and test each need a "
+                f"window, so it needs at least 3 documents and about "
+                f"{math.ceil(seq_len / held_out)} tokens"
             )
     return CorpusSplits(
         name=docs.name, **windows,

@@ -13,7 +13,7 @@ import pandas as pd
 from planner.core.args import RunArgs
 from planner.core.budgets import Budgets
 from planner.core.cost import HardwareProfile
-from planner.core.errors import SpecplanError
+from planner.core.errors import Interrupted, SpecplanError
 from planner.engine.models import SIZES, model_shape
 from planner.forecast import laws
 from planner.forecast.forecast import ForecastResult, forecast
@@ -208,7 +208,7 @@ def calibrate(
       forecast.
 
     Every run's rows are appended to ``results_path`` (CSV) as they finish; an existing file is
-    read first, so a calibration can be extended later.
+    read first, so a calibration can be extended later or resumed after an interrupt.
 
     Args:
         inputs: ``planner.data.inputs.Inputs`` (the user's data or the demo corpora).
@@ -249,15 +249,20 @@ def calibrate(
             f"within --max-extrapolation {max_extrapolation:g} of the target (the cheapest "
             f"costs about {min(ladder.estimated_cost(r) for r in anchors):.3g}); raise "
             "--planning-budget or --max-extrapolation")
-    while (choice := ladder.choose(planning_flops)) is not None:
-        rung, score, cost = choice
-        if log:
-            log(f"calibrate: {rung.strategy} {rung.size} pretrain {rung.pretrain_flops:.3g}"
-                f" spec {rung.spec_flops:.3g} (about {cost:.3g} FLOPs; "
-                f"{planning_flops - ladder.spent:.3g} left)")
-        ladder.run(rung, score, cost)
-        if ladder.runs[-1].status == "ok":
-            write_table(results_path, ladder.table)
+    try:
+        while (choice := ladder.choose(planning_flops)) is not None:
+            rung, score, cost = choice
+            if log:
+                log(f"calibrate: {rung.strategy} {rung.size} pretrain {rung.pretrain_flops:.3g}"
+                    f" spec {rung.spec_flops:.3g} (about {cost:.3g} FLOPs; "
+                    f"{planning_flops - ladder.spent:.3g} left)")
+            ladder.run(rung, score, cost)
+            if ladder.runs[-1].status == "ok":
+                write_table(results_path, ladder.table)
+    except KeyboardInterrupt:  # the rows so far are written; a re-run reads them first
+        done = sum(r.status == "ok" for r in ladder.runs)
+        raise Interrupted(f"{done} calibration run(s) of this session are saved in "
+                          f"{results_path}; re-run the same command to resume") from None
     usable = [name for name in names if ladder.anchored(name)]
     skipped = {name: f"no run within --max-extrapolation {max_extrapolation:g} of the target: "
                      "the planning budget could not pay for enough rungs to fit its law"

@@ -21,7 +21,7 @@ from planner.engine.evaluate import (
     measure_inference,
     perplexity,
 )
-from planner.engine.models import load_model, model_shape, save_model, shape_of
+from planner.engine.models import SIZES, load_model, model_shape, save_model, shape_of
 from planner.engine.train import TrainConfig, WindowSampler, evaluate_loss, train
 from strategies import get_strategy
 from strategies.base import CostEstimate, Settings, Strategy, settings_json
@@ -116,11 +116,24 @@ def plan_check(strategy: Strategy, settings: Settings, ws) -> tuple[CostEstimate
             raise BudgetError(
                 f"{strategy.name}: the deployed model ({format_count(estimate.params_inference)} "
                 f"params, {estimate.inference_flops_per_token:.3g} FLOPs/token) breaks the "
-                f"inference budget ({cap.describe()}); pick a smaller size or raise "
-                f"--inference-budget"
+                f"inference budget ({cap.describe()}); {smaller_size_hint(ws, cap)}"
             )
         status = "over-inference-budget"
     return estimate, status
+
+
+def smaller_size_hint(ws, cap) -> str:
+    """A fix that exists: a smaller size that fits the cap, or the cap the smallest one needs."""
+    fits = [name for name in SIZES if cap.admits(
+        flops_per_token=ws.shape(name).inference_flops_per_token(),
+        params=ws.shape(name).params_total)]
+    if fits:
+        return f"pick a size that fits ({', '.join(fits)}) or raise --inference-budget"
+    smallest = ws.shape(next(iter(SIZES)))
+    return (f"no model size fits it: the smallest ({next(iter(SIZES))}) has "
+            f"{format_count(smallest.params_total)} params and "
+            f"{smallest.inference_flops_per_token():.3g} FLOPs/token; raise --inference-budget "
+            f"to at least that")
 
 
 def export_model(model: torch.nn.Module, tokenizer, folder: Path) -> Path:
@@ -194,14 +207,15 @@ def train_once(
     corpus: str | Path, *, cache_dir: Path, init: str | Path | None = None, size: str = "small",
     phase: str = "generic", budget_flops: float | None = None, steps: int | None = None,
     tokens: int | None = None, early_stopping: int | None = None, out_dir: Path | None = None,
-    seq_len: int = 128, vocab_size: int = 4096, text_field: str = "text", **train_kwargs,
+    seq_len: int = 128, vocab_size: int = 4096, text_field: str = "text",
+    encoding: str = "utf-8", **train_kwargs,
 ) -> TrainRun:
     """Pretrain a fresh model (``init=None``) or fine-tune a saved one on ``corpus``.
 
     The tokenizer is the one saved with ``init`` when fine-tuning, else trained on ``corpus``.
     """
 
-    docs = load_documents(corpus, text_field=text_field)
+    docs = load_documents(corpus, text_field=text_field, encoding=encoding)
     if init is not None:
         tokenizer = load_tokenizer(init)
         model = load_model(Path(init))

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from planner.core.errors import BudgetError, SpecplanError
-from planner.core.io import write_json, write_text
+from planner.core.errors import BudgetError, Interrupted, SpecplanError
+from planner.core.io import untouched_on_error, writable_folder, write_json, write_text
 from planner.core.reference import GUIDANCE, reference_guidance
 from planner.core.text import table
 from planner.engine.devices import gpu_groups, parse_gpus, resolve_device
@@ -38,6 +39,8 @@ from planner.search.study import (
 )
 from planner.search.workers import run_gpu_workers
 from strategies import family_of, get_strategy
+
+log = logging.getLogger("specplan")
 
 
 @dataclass
@@ -114,31 +117,53 @@ def plan(
     spec: PlanSpec, out_dir: str | Path, *, storage: str | None = None, gpus: str | None = None,
     gpus_per_trial: int = 1, inputs=None,
 ) -> PlanResult:
-    """Search, choose and build the specialized model; see the module docstring."""
-    out_dir = Path(out_dir)
+    """Search, choose and build the specialized model; see the module docstring.
+
+    A failure or an interrupt before the search starts leaves ``out_dir`` as it was; an
+    interrupt during the search keeps the finished trials and queues the interrupted one again
+    for the next run of the same command.
+    """
+    out_dir = writable_folder(out_dir)
     cache_dir = Path(spec.cache_dir)
     devices = parse_gpus(gpus)
     groups = gpu_groups(devices, gpus_per_trial)
-    store = open_storage(storage, out_dir)
-    inputs = inputs or load_plan_inputs(spec)
-    checks = feasibility_report(spec, inputs, cache_dir)
-    if not any(row["ok"] for row in checks):
-        needs = "; ".join(f"{r['strategy']} needs >= {r['min_generic_flops']:.2g} pretraining and "
-                          f">= {r['min_spec_flops']:.2g} specialization FLOPs" for r in checks)
-        raise BudgetError(f"the budgets fit no strategy: {needs}")
-    study = create_study(spec, store)
-    retried = recover_stale_trials(study)
+    with untouched_on_error(out_dir):
+        store = open_storage(storage, out_dir)
+        inputs = inputs or load_plan_inputs(spec)
+        log.info(f"checking the budgets against {len(spec.strategies)} strategies")
+        checks = feasibility_report(spec, inputs, cache_dir)
+        if not any(row["ok"] for row in checks):
+            needs = "; ".join(f"{r['strategy']} needs >= {r['min_generic_flops']:.2g} pretraining "
+                              f"and >= {r['min_spec_flops']:.2g} specialization FLOPs"
+                              for r in checks)
+            raise BudgetError(f"the budgets fit no strategy: {needs}")
+        study = create_study(spec, store)
+        retried = recover_stale_trials(study)
+    if retried:
+        log.info(f"trial(s) {', '.join(map(str, retried))} did not finish last time: queued again")
+    log.info(f"searching: {spec.trials} finished trial(s) wanted, study {study.study_name}")
     started = time.perf_counter()
-    if len(groups) > 1 or gpus_per_trial > 1:
-        run_gpu_workers(study.study_name, storage or str(out_dir / "study.journal"), groups,
-                        cache_dir)
-    else:
-        if devices:
-            spec.run = dataclasses.replace(spec.run, device="cuda")
-        optimize(study, Objective(spec, inputs, cache_dir), spec.trials,
-                   catch=oom_errors())
+    try:
+        if len(groups) > 1 or gpus_per_trial > 1:
+            run_gpu_workers(study.study_name, storage or str(out_dir / "study.journal"), groups,
+                            cache_dir)
+        else:
+            if devices:
+                spec.run = dataclasses.replace(spec.run, device="cuda")
+            optimize(study, Objective(spec, inputs, cache_dir), spec.trials,
+                     catch=oom_errors())
+    except KeyboardInterrupt:
+        done = sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.get_trials(deepcopy=False))
+        raise Interrupted(f"{done} of {spec.trials} trial(s) finished and are kept in "
+                          f"{storage or out_dir / 'study.journal'}; re-run the same command to "
+                          f"resume (the interrupted trial runs again)") from None
     search_seconds = time.perf_counter() - started
-    return finish(study, spec, inputs, out_dir, checks, retried, search_seconds)
+    log.info("search done: building the chosen model and evaluating it on the test split")
+    try:
+        return finish(study, spec, inputs, out_dir, checks, retried, search_seconds)
+    except KeyboardInterrupt:
+        raise Interrupted(f"the search finished ({spec.trials} trial(s) kept); re-run the same "
+                          f"command to build the chosen model") from None
 
 
 # -- results ------------------------------------------------------------------------------------

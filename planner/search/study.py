@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import time
 import warnings
@@ -105,6 +106,7 @@ def open_storage(url: str | None, out_dir: Path):
 
         path = url.removeprefix("journal:")
         return optuna.storages.JournalStorage(JournalFileBackend(path, JournalFileOpenLock(path)))
+    given, url = url, postgres_url(url)
     try:
         with warnings.catch_warnings():  # heartbeats are "experimental" but are what we need
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -114,39 +116,94 @@ def open_storage(url: str | None, out_dir: Path):
                     max_retry=1),
                 engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
             )
-    except Exception as err:  # sqlalchemy raises many kinds; all mean "cannot use this URL"
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise SpecplanError(f"--storage {url}: cannot open the study storage ({first[:200]}); "
-                            f"check the URL, the server and credentials") from None
+    except Exception as err:  # sqlalchemy raises many kinds; name the cause when it is known
+        raise storage_error(given, err) from None
+
+
+def postgres_url(url: str) -> str:
+    """``postgresql://`` on the driver that is installed: SQLAlchemy 2 reads it as psycopg 3,
+    while ``pip install 'specplan[postgres]'`` installs psycopg2."""
+    import importlib.util
+
+    scheme, sep, rest = url.partition("://")
+    if (scheme == "postgresql" and sep and importlib.util.find_spec("psycopg") is None
+            and importlib.util.find_spec("psycopg2") is not None):
+        return f"postgresql+psycopg2://{rest}"
+    return url
+
+
+def storage_error(url: str, err: Exception) -> SpecplanError:
+    """One line for a storage that cannot be opened, naming the cause when it is known: an
+    unknown database kind, a missing driver, an unreachable server, or else the URL."""
+    import sqlalchemy.exc
+
+    text = str(err).strip()
+    first = (text.splitlines()[0] if text else type(err).__name__)[:200]
+    head = f"--storage {url}: cannot open the study storage"
+    if isinstance(err, sqlalchemy.exc.NoSuchModuleError):
+        return SpecplanError(f"{head}: unknown database kind ({first}); write e.g. "
+                             f"postgresql://user:password@host/db or sqlite:///study.db")
+    if isinstance(err, ImportError):
+        return SpecplanError(f"{head}: its database driver is not installed ({first}); install "
+                             f"it, e.g. pip install 'specplan[postgres]' for postgresql://")
+    if isinstance(err, sqlalchemy.exc.OperationalError):
+        return SpecplanError(f"{head}: the database server cannot be reached ({first}); check "
+                             f"that it runs, the host, port and credentials")
+    return SpecplanError(f"{head} ({first}); check the URL, e.g. "
+                         f"postgresql://user:password@host/db or sqlite:///study.db")
+
+
+INTERRUPTED = "interrupted"
 
 
 def recover_stale_trials(study) -> list[int]:
-    """Mark trials left RUNNING by a killed worker as failed and queue them again.
+    """Queue again the trials an earlier run did not finish; returns their numbers.
 
-    The journal has no heartbeats, so a plan started on a study assumes none of its earlier
-    workers still runs (re-running the command after a crash). RDB storages use heartbeats and
-    Optuna's own retry callback instead.
+    Trials stopped by Ctrl-C or SIGTERM are FAIL with ``failure`` ``interrupted``
+    (:func:`interruptible`). Trials left RUNNING by a killed worker are marked failed first: the
+    journal has no heartbeats, so a plan started on a study assumes none of its earlier workers
+    still runs (re-running the command after a crash). RDB storages use heartbeats and Optuna's
+    own retry callback for those instead.
     """
     import optuna
     from optuna.trial import TrialState
 
-    if not isinstance(study._storage, optuna.storages.JournalStorage):
+    stale = []
+    if isinstance(study._storage, optuna.storages.JournalStorage):
+        stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        for trial in stale:
+            study._storage.set_trial_user_attr(trial._trial_id, "failure", "worker killed")
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    else:
         optuna.storages.fail_stale_trials(study)
-        return []
-    retried = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_user_attr(trial._trial_id, "failure", "worker killed")
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    trials = study.get_trials(deepcopy=False)
+    queued = {t.user_attrs.get("retry_of") for t in trials}  # a finished trial cannot be marked
+    interrupted = [t for t in trials if t.state == TrialState.FAIL
+                   and t.user_attrs.get("failure") == INTERRUPTED and t.params
+                   and t.number not in queued]
+    for trial in [*stale, *interrupted]:
         if trial.params:
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
-        retried.append(trial.number)
-    return retried
+    return [t.number for t in [*stale, *interrupted]]
+
+
+def interruptible(objective):
+    """``objective`` whose trial, stopped by Ctrl-C or SIGTERM, is recorded as interrupted, so
+    the next run queues it again (:func:`recover_stale_trials`); Optuna marks it FAIL."""
+    def run(trial):
+        try:
+            return objective(trial)
+        except KeyboardInterrupt:
+            trial.set_user_attr("failure", INTERRUPTED)
+            raise
+    return run
 
 
 def create_study(spec: PlanSpec, storage):
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # specplan prints a line per trial
+    # specplan prints a line per trial; Optuna's own warning for a failed trial is a traceback
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
 
     kwargs = dict(study_name=spec.study_name(), storage=storage, load_if_exists=True,
                   sampler=optuna.samplers.TPESampler(seed=spec.run.seed))
@@ -205,7 +262,10 @@ class Objective:
 
     def __call__(self, trial):
         """Sample a configuration and run it (rank 0 shares it with a multi-GPU trial's ranks)."""
-        return self.evaluate(trial, broadcast(self.sample(trial)))
+        params = self.sample(trial)
+        logging.getLogger("specplan").info(f"trial {trial.number} {params['strategy']} (size "
+                                           f"{params['size']}): started")
+        return self.evaluate(trial, broadcast(params))
 
     def sample(self, trial) -> dict:
         name = trial.suggest_categorical("strategy", self.spec.strategies)
@@ -356,7 +416,7 @@ def optimize(study, objective: Objective, n_trials: int, *, catch=()) -> int:
         return 0
     ran = []
     study.optimize(
-        objective, catch=catch,
+        interruptible(objective), catch=catch,
         callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=done_states),
                    lambda study, trial: ran.append(trial.number), log_trial],
     )

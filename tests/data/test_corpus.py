@@ -276,8 +276,9 @@ def test_prepare_corpus_stats_and_fingerprint(corpus, tokenizer):
 
 def test_prepare_corpus_too_small_names_corpus_tokens_and_window(tokenizer):
     docs = Documents("tiny", ["court law", "gene cell", "tax vote", "river data"], "mem")
-    with pytest.raises(SpecplanError, match=r"corpus 'tiny': the \w+ split has \d documents, \d+ "
-                                            r"tokens, less than one window of seq_len=512"):
+    with pytest.raises(SpecplanError, match=r"corpus 'tiny' \(mem\) is too small: \d "
+                                            r"distinct document\(s\), \d+ tokens, and its \w+ "
+                                            r"split holds less than one window of 512 tokens"):
         prepare_corpus(docs, tokenizer, seq_len=512)
 
 

@@ -1,0 +1,265 @@
+"""A battery of user mistakes through the real entry point: each is exit 2, one line on stderr
+naming the input and the fix, no traceback, and the file system as it was.
+
+Progress (``specplan: ...``) and warning (``warning: ...``) lines may come before the error;
+the error is the one other line. The cache lives outside the snapshot: it is a cache.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+CORPUS = ["--seq-len", "32", "--vocab-size", "300"]
+
+
+def specplan(monkeypatch, capsys, *args):
+    """``specplan ARGS`` through :func:`planner.cli.main`; (exit code, stdout, stderr)."""
+    from planner import cli
+
+    monkeypatch.setattr(sys, "argv", ["specplan", *args])
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def snapshot(folder):
+    return {str(p.relative_to(folder)): (p.stat().st_size if p.is_file() else None)
+            for p in sorted(folder.rglob("*"))}
+
+
+@pytest.fixture
+def work(tmp_path, corpus_dir):
+    """A folder of good and bad inputs; a case may only read it."""
+    folder = tmp_path / "work"
+    folder.mkdir()
+    for name in ("generic.jsonl", "law.jsonl"):
+        (folder / name).write_bytes((corpus_dir / name).read_bytes())
+    (folder / "data.xml").write_text("<doc>text</doc>")
+    (folder / "broken.jsonl").write_text('{"text": "fine"}\n{"text": oops\n')
+    (folder / "latin1.txt").write_bytes("caf\xe9 au lait\n\nsecond document".encode("latin-1"))
+    (folder / "empty.txt").write_text("\n\n   \n")
+    (folder / "one-line.txt").write_text("law document: the court shall hereby decide\n")
+    (folder / "a-file").write_text("not a folder")
+    (folder / "sweep.toml").write_text("name = 'x'\nnot toml = = =\n")
+    return folder
+
+
+def plan_args(work, *extra, out="out", generic="generic.jsonl", domain="law.jsonl"):
+    return ["plan", "--generic", str(work / generic), "--domain", str(work / domain),
+            "--pretrain-budget", "8e9", "--spec-budget", "2e9", "--sizes", "tiny",
+            "--strategies", "slm", "--trials", "1", "--gpus", "none", "--device", "cpu",
+            *CORPUS, "--out", str(work / out), *extra]
+
+
+def W(path):  # a path inside the work folder, filled in by the test
+    return ("W", path)
+
+
+CASES = {
+    # files and formats
+    "missing generic": (["plan", "--generic", W("missing.jsonl"), "--domain", W("law.jsonl")],
+                        ["missing.jsonl", "check the corpus path"]),
+    "missing domain": (["plan", "--domain", W("nowhere.jsonl")], ["nowhere.jsonl"]),
+    "unknown format": (["plan", "--domain", W("data.xml")], ["data.xml", "unknown corpus format"]),
+    "broken jsonl": (["plan", "--domain", W("broken.jsonl")], ["broken.jsonl:2", "not valid JSON"]),
+    "missing field": (["plan", "--text-field", "body"], ["'body'", "--text-field"]),
+    "undecodable bytes": (["plan", "--domain", W("latin1.txt")], ["latin1.txt",
+                                                                  "--encoding latin-1"]),
+    "unknown encoding": (["plan", "--encoding", "klingon"], ["klingon", "utf-8 or latin-1"]),
+    "blank corpus": (["plan", "--domain", W("empty.txt")], ["empty.txt", "no non-blank"]),
+    "one-line domain": (["plan", "--domain", W("one-line.txt")],
+                        ["one-line", "too small", "at least 3 documents"]),
+    # budgets
+    "unreadable budget": (["plan", "--pretrain-budget", "lots"], ["--pretrain-budget", "'lots'"]),
+    "budget beyond a year": (["plan", "--pretrain-budget", "1e99"],
+                             ["--pretrain-budget 1e99", "years", "--yes"]),
+    "spec budget beyond a year": (["plan", "--spec-budget", "1e40"], ["--spec-budget", "--yes"]),
+    "unknown budget device": (["plan", "--spec-budget", "2h@tpu9"], ["'tpu9'", "2h@a100"]),
+    "unknown time unit": (["plan", "--spec-budget", "2w@cpu"], ["unknown time unit", "'w'"]),
+    "inference below the smallest": (["plan", "--sizes", "", "--inference-budget", "10"],
+                                     ["--inference-budget", "smallest (tiny)", "raise"]),
+    "bad domain tokens": (["plan", "--domain-tokens", "many"], ["--domain-tokens", "64k"]),
+    # sizes and counts
+    "zero trials": (["plan", "--trials", "0"], ["--trials 0", "at least 1"]),
+    "zero seq-len": (["plan", "--seq-len", "0"], ["--seq-len", "at least 1"]),
+    "zero batch": (["plan", "--batch-size", "0"], ["--batch-size", "at least 1"]),
+    "unknown size": (["plan", "--sizes", "huge"], ["huge"]),
+    "unknown large size": (["plan", "--large", "giant"], ["--large", "giant"]),
+    # strategies and settings
+    "unknown strategy": (["plan", "--strategies", "slm,magic"], ["magic"]),
+    "unknown embedder": (["plan", "--embedder", "word2vec"], ["--embedder", "word2vec"]),
+    "unknown pruner": (["plan", "--pruner", "random"], ["--pruner", "asha"]),
+    "run unknown strategy": (["run", "magic", "--demo"], ["magic"]),
+    "run bad --set": (["run", "slm", "--set", "k"], ["--set 'k'", "KEY=VALUE"]),
+    # storages
+    "unreachable server": (["plan", "--storage", "postgresql://nobody@127.0.0.1:9/none"],
+                           ["postgresql://nobody@127.0.0.1:9/none", "cannot be reached"]),
+    "missing driver": (["plan", "--storage", "mysql://user@localhost/db"],
+                       ["mysql://user@localhost/db", "driver is not installed"]),
+    "unknown database": (["plan", "--storage", "nosuchdb://x"], ["unknown database kind"]),
+    # devices
+    "unknown device": (["plan", "--device", "tpu"], ["'tpu'", "cpu"]),
+    "absent gpus": (["plan", "--gpus", "7"], ["--gpus 7", "not present"]),
+    # folders
+    "out is a file": (["plan", "--out", W("a-file")], ["a-file", "is a file"]),
+    "out under a file": (["plan", "--out", W("a-file/out")], ["a-file", "is a file"]),
+    # commands and modes
+    "demo and paths": (["plan", "--demo", "--generic", W("generic.jsonl"), "--out", W("o")],
+                       ["--demo", "not both"]),
+    "no data": (["run", "slm", "--pretrain-budget", "1e9", "--spec-budget", "1e9"],
+                ["--generic", "--domain"]),
+    "missing --out": (["plan", "--demo", "--out", None], ["--out"]),
+    "stats of a missing file": (["data", "stats", W("missing.txt")], ["missing.txt"]),
+    "stats of latin-1 bytes": (["data", "stats", W("generic.jsonl"), W("latin1.txt")],
+                               ["latin1.txt", "--encoding latin-1"]),
+    "train without corpus": (["train", "--steps", "1"], ["--corpus is required"]),
+    "train missing config": (["train", "--config", W("none.toml")], ["none.toml", "no such"]),
+    "eval of a non-model": (["eval", W("law.jsonl"), "--domain", W("law.jsonl")],
+                            ["not a model folder"]),
+    "sweep bad toml": (["sweep", W("sweep.toml")], ["sweep.toml"]),
+    "calibrate without planning budget": (["forecast", "--calibrate", "--demo"],
+                                          ["--planning-budget"]),
+    "calibrate beyond a year": (["forecast", "--calibrate", "--demo", "--planning-budget",
+                                 "1e60"], ["--planning-budget 1e60", "years", "--yes"]),
+}
+
+
+def build(work, args):
+    """Fill in paths; a ``plan`` case without --demo gets the good defaults it leaves out, and
+    an option given as None is left out."""
+    resolved = [str(work / a[1]) if isinstance(a, tuple) else a for a in args]
+    if resolved[0] == "plan" and "--demo" not in resolved:
+        given = set(resolved)
+        base = plan_args(work)[1:]
+        pairs = [base[i:i + 2] for i in range(0, len(base), 2)]
+        resolved = ["plan", *[x for flag, value in pairs if flag not in given
+                              for x in (flag, value)], *resolved[1:]]
+    while None in resolved:
+        at = resolved.index(None)
+        resolved = resolved[:at - 1] + resolved[at + 1:]
+    return resolved
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_mistake_is_one_line_exit_2_and_changes_nothing(case, work, tmp_path, monkeypatch,
+                                                          capsys):
+    args, expected = CASES[case]
+    before = snapshot(work)
+    code, out, err = specplan(monkeypatch, capsys, "--cache", str(tmp_path / "cache"),
+                              *build(work, args))
+    lines = [line for line in err.splitlines()
+             if not line.startswith(("specplan: ", "warning: "))]
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for text in expected:
+        assert text in lines[0], lines[0]
+    assert snapshot(work) == before
+
+
+def test_read_only_out_folder_is_one_line(work, tmp_path, monkeypatch, capsys):
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    locked = work / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        code, _, err = specplan(monkeypatch, capsys, "--cache", str(tmp_path / "cache"),
+                                *plan_args(work, out="locked/out"))
+    finally:
+        locked.chmod(0o755)
+    assert code == 2 and err.startswith("error: ") and "not writable" in err
+
+
+def test_a_domain_that_is_the_generic_corpus_is_warned_with_the_overlap(work, tmp_path,
+                                                                        monkeypatch, capsys):
+    # --pruner fails after the data is read, so the warning shows without any training.
+    code, _, err = specplan(monkeypatch, capsys, "--cache", str(tmp_path / "cache"),
+                            *plan_args(work, "--pruner", "random", domain="generic.jsonl"))
+    warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert code == 2 and len(warnings) == 1
+    assert "is the generic corpus file" in warnings[0] and "100%" in warnings[0]
+
+
+def test_a_domain_copied_from_the_generic_corpus_is_warned(work, tmp_path, monkeypatch, capsys):
+    texts = [json.loads(line)["text"] for line in (work / "generic.jsonl").read_text().splitlines()]
+    copy = work / "copy.jsonl"
+    copy.write_text("".join(json.dumps({"text": t.upper()}) + "\n" for t in texts[:40]))
+    code, _, err = specplan(monkeypatch, capsys, "--cache", str(tmp_path / "cache"),
+                            *plan_args(work, "--pruner", "random", domain="copy.jsonl"))
+    assert "overlaps the generic corpus: 100% of its 40 documents" in err
+
+
+def test_progress_starts_at_once_and_json_stays_clean(work, tmp_path, monkeypatch, capsys):
+    code, out, err = specplan(monkeypatch, capsys, "--cache", str(tmp_path / "cache"), "--json",
+                              *plan_args(work, "--pruner", "random"))
+    assert out == ""
+    assert "specplan: reading the generic corpus" in err
+    assert "specplan: training a 300-token BPE tokenizer" in err
+
+
+# -- interrupts ---------------------------------------------------------------------------------
+def cli(*args, cache):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "planner.cli", "--cache", str(cache), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+
+
+def trials_of(out):
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    path = str(out / "study.journal")
+    if not os.path.exists(path):
+        return []
+    storage = optuna.storages.JournalStorage(JournalFileBackend(path, JournalFileOpenLock(path)))
+    names = optuna.get_all_study_names(storage)
+    return optuna.load_study(study_name=names[0], storage=storage).get_trials() if names else []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_stops_cleanly_and_the_rerun_retries_the_trial(sig, corpus_dir, tmp_path):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    args = ["plan", "--generic", str(corpus_dir / "generic.jsonl"), "--domain",
+            str(corpus_dir / "law.jsonl"), "--pretrain-budget", "6e10", "--spec-budget", "2e9",
+            "--sizes", "tiny", "--large", "small", *CORPUS, "--batch-size", "8", "--strategies",
+            "slm,slm-nopt", "--trials", "3", "--gpus", "none", "--device", "cpu",
+            "--out", str(out)]
+    proc = cli(*args, cache=cache)
+    deadline, states = time.time() + 240, []
+    while time.time() < deadline:
+        states = [t.state.name for t in trials_of(out)]
+        if "COMPLETE" in states and "RUNNING" in states:
+            break
+        time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail(f"never a finished and a running trial ({states}): {proc.communicate()[1]}")
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("interrupted: ") and "re-run the same command" in last
+    before = {t.number: t.value for t in trials_of(out) if t.state.name == "COMPLETE"}
+    interrupted = [t for t in trials_of(out) if t.user_attrs.get("failure") == "interrupted"]
+    assert len(interrupted) == 1 and not (out / "plan.json").exists()
+    rerun = cli(*args, cache=cache)
+    _, stderr = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, stderr[-2000:]
+    trials = trials_of(out)
+    after = {t.number: t.value for t in trials if t.state.name == "COMPLETE"}
+    assert all(after[n] == v for n, v in before.items())  # kept, not run again
+    retries = [t for t in trials if t.user_attrs.get("retry_of") == interrupted[0].number]
+    assert len(retries) == 1 and retries[0].params == interrupted[0].params
+    assert retries[0].state.name in ("COMPLETE", "PRUNED")
+    assert len([t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]) == 3
+    assert (out / "plan.json").exists()
