@@ -72,6 +72,23 @@ def make_workspace(inputs, cache_dir, *, pretrain_flops=2e10, spec_flops=5e9, **
                                                       eval_windows=64, device="cpu"))
 
 
+def specplan(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """``specplan ARGS`` through the console entry point :func:`planner.cli.main`;
+    (exit code, stdout, stderr)."""
+    import sys
+
+    from planner import cli
+
+    monkeypatch.setattr(sys, "argv", ["specplan", *args])
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 @pytest.fixture
 def tiny_ws(tiny_inputs, tmp_path):
     """A workspace on the synthetic corpus with a fresh cache: deployed model 'tiny'."""

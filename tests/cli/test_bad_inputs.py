@@ -13,21 +13,9 @@ import time
 
 import pytest
 
+from tests.conftest import specplan
+
 CORPUS = ["--seq-len", "32", "--vocab-size", "300"]
-
-
-def specplan(monkeypatch, capsys, *args):
-    """``specplan ARGS`` through :func:`planner.cli.main`; (exit code, stdout, stderr)."""
-    from planner import cli
-
-    monkeypatch.setattr(sys, "argv", ["specplan", *args])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def snapshot(folder):

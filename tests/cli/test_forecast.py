@@ -3,24 +3,10 @@ back-tests."""
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
-
-def specplan(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """Run ``specplan ARGS`` through the console entry point; (exit code, stdout, stderr)."""
-    from planner import cli  # registers forecast_cmd
-
-    monkeypatch.setattr(sys, "argv", ["specplan", *args])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
+from tests.conftest import specplan
 
 REFERENCE_ARGS = ("forecast", "--results", "reference", "--spec-budget", "1h@a100",
                   "--inference-budget", "126M", "--domain-tokens", "8M", "--domains-count", "20")
