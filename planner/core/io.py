@@ -15,6 +15,7 @@ import json
 import os
 import secrets
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -113,8 +114,9 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def writable_folder(path: str | os.PathLike[str], what: str = "--out") -> Path:
-    """Check, before any work, that ``path`` is or can become a writable folder (nothing is
-    created), so a bad output folder fails in a second, not after an hour of training.
+    """Check, before any work, that ``path`` is or can become a writable folder (a probe folder
+    is made and removed; nothing stays), so a bad output folder fails in a second, not after an
+    hour of training.
 
     Raises:
         SpecplanError: ``path`` is a file, or the folder it is (or would be made in) is not
@@ -127,9 +129,11 @@ def writable_folder(path: str | os.PathLike[str], what: str = "--out") -> Path:
     if existing.exists() and not existing.is_dir():
         raise SpecplanError(f"{what} {folder}: {existing} is a file, not a folder; give a folder "
                             f"path")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise SpecplanError(f"{what} {folder}: {existing} is not writable; give a folder you "
-                            f"can write to")
+    try:  # a real probe: os.access says yes to root on a read-only file system
+        os.rmdir(tempfile.mkdtemp(prefix=".specplan-probe-", dir=existing))
+    except OSError as err:
+        raise SpecplanError(f"{what} {folder}: {existing} is not writable ({err.strerror}); "
+                            f"give a folder you can write to") from None
     return folder
 
 

@@ -2,6 +2,7 @@
 domain, evaluate, export. The library call behind ``specplan run``, plan trials and sweeps."""
 from __future__ import annotations
 
+import contextlib
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +11,7 @@ import torch
 
 from planner.core.cost import Ledger
 from planner.core.errors import BudgetError
-from planner.core.io import atomic_dir
+from planner.core.io import atomic_dir, untouched_on_error
 from planner.core.units import format_count
 from planner.data.corpus import load_documents, load_tokenizer, train_tokenizer
 from planner.data.inputs import prepared
@@ -153,7 +154,8 @@ def run_strategy(
     Args:
         settings: a dict (validated against the strategy's settings) or settings object.
         domains: name -> ``CorpusSplits`` (already cut to the domain data size).
-        out_dir: when given, each domain's model is exported to ``out_dir/<domain>``.
+        out_dir: when given, each domain's model is exported to ``out_dir/<domain>``; a run
+            that fails or is interrupted removes what it added there (no half set of models).
         evaluate_test: also evaluate the test split (only for a final choice, never selection).
     """
     strategy = get_strategy(name)
@@ -167,28 +169,36 @@ def run_strategy(
         ppl_generic=artifact.meta.get("ppl_generic"),
         device=str(resolve_device(ws.train.device)),
     )
-    for domain_name, domain in domains.items():
-        domain_ledger = Ledger()
-        try:
-            with ws.charging(domain_ledger):
-                specialized = strategy.specialize(settings, artifact, domain, ws)
-        finally:  # spent compute stays on the workspace's ledger even when the run fails
-            ws.ledger.extend(domain_ledger)
-        model = specialized.model
-        after = evaluate_loss(model, domain.valid.ids)
-        test = perplexity(evaluate_loss(model, domain.test.ids)) if evaluate_test else None
-        model_dir = None
-        if out_dir is not None:
-            model_dir = str(export_model(model, ws.tokenizer, Path(out_dir) / domain_name))
-        report.domains.append(DomainResult(
-            domain=domain_name,
-            ppl_before=(perplexity(specialized.loss_before)
-                        if specialized.loss_before is not None else None),
-            ppl_after=perplexity(after), ppl_test=test, ledger=domain_ledger,
-            history=specialized.history, notes=specialized.notes, model_dir=model_dir,
-            train_tokens=domain.train.tokens,
-        ))
+    with untouched_on_error(out_dir) if out_dir is not None else contextlib.nullcontext():
+        for domain_name, domain in domains.items():
+            _run_domain(strategy, settings, artifact, ws, report, domain_name, domain,
+                        out_dir=out_dir, evaluate_test=evaluate_test)
     return report
+
+
+def _run_domain(strategy, settings, artifact, ws, report: RunReport, domain_name: str, domain,
+                *, out_dir: Path | None, evaluate_test: bool) -> None:
+    """Specialize one domain, evaluate it, export it, and add its result to ``report``."""
+    domain_ledger = Ledger()
+    try:
+        with ws.charging(domain_ledger):
+            specialized = strategy.specialize(settings, artifact, domain, ws)
+    finally:  # spent compute stays on the workspace's ledger even when the run fails
+        ws.ledger.extend(domain_ledger)
+    model = specialized.model
+    after = evaluate_loss(model, domain.valid.ids)
+    test = perplexity(evaluate_loss(model, domain.test.ids)) if evaluate_test else None
+    model_dir = None
+    if out_dir is not None:
+        model_dir = str(export_model(model, ws.tokenizer, Path(out_dir) / domain_name))
+    report.domains.append(DomainResult(
+        domain=domain_name,
+        ppl_before=(perplexity(specialized.loss_before)
+                    if specialized.loss_before is not None else None),
+        ppl_after=perplexity(after), ppl_test=test, ledger=domain_ledger,
+        history=specialized.history, notes=specialized.notes, model_dir=model_dir,
+        train_tokens=domain.train.tokens,
+    ))
 
 
 @dataclass

@@ -154,17 +154,20 @@ def test_a_mistake_is_one_line_exit_2_and_changes_nothing(case, work, tmp_path, 
 
 
 def test_read_only_out_folder_is_one_line(work, tmp_path, monkeypatch, capsys):
-    if os.geteuid() == 0:
-        pytest.skip("root writes into read-only folders")
+    """A folder without write permission; as root (CI), which writes through permissions, a
+    folder of Linux's /proc, where nobody can create one."""
     locked = work / "locked"
     locked.mkdir()
     locked.chmod(0o555)
+    out = "locked/out" if os.geteuid() else "/proc/specplan-out"
+    before = snapshot(work)
     try:
         code, _, err = specplan(monkeypatch, capsys, "--cache", str(tmp_path / "cache"),
-                                *plan_args(work, out="locked/out"))
+                                *plan_args(work, out=out))
     finally:
         locked.chmod(0o755)
-    assert code == 2 and err.startswith("error: ") and "not writable" in err
+    assert code == 2 and err.startswith("error: ") and "is not writable" in err, err
+    assert len(err.strip().splitlines()) == 1 and snapshot(work) == before
 
 
 def test_a_domain_that_is_the_generic_corpus_is_warned_with_the_overlap(work, tmp_path,
@@ -253,3 +256,96 @@ def test_interrupt_stops_cleanly_and_the_rerun_retries_the_trial(sig, corpus_dir
     assert retries[0].state.name in ("COMPLETE", "PRUNED")
     assert len([t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]) == 3
     assert (out / "plan.json").exists()
+
+
+def test_an_interrupted_run_leaves_no_half_set_of_models(work, tmp_path, monkeypatch, capsys):
+    from strategies.small_model import SmallModelStrategy
+
+    real, calls = SmallModelStrategy.specialize, []
+
+    def interrupted_on_the_second_domain(self, *args):
+        calls.append(1)
+        if len(calls) == 2:  # the first domain's model is exported by now
+            raise KeyboardInterrupt
+        return real(self, *args)
+
+    monkeypatch.setattr(SmallModelStrategy, "specialize", interrupted_on_the_second_domain)
+    before = snapshot(work)
+    code, _, err = specplan(
+        monkeypatch, capsys, "--cache", str(tmp_path / "cache"), "run", "slm",
+        "--generic", str(work / "generic.jsonl"), "--domain", str(work / "law.jsonl"),
+        "--domain", str(work / "generic.jsonl"), "--pretrain-budget", "8e9",
+        "--spec-budget", "1e9", "--small", "tiny", "--device", "cpu", *CORPUS,
+        "--out", str(work / "models"))
+    assert code == 130 and len(calls) == 2, err
+    assert err.strip().splitlines()[-1].startswith("interrupted")
+    assert snapshot(work) == before  # no OUT folder with one domain's model in it
+
+
+def interrupt_when(args, ready, *, cache, sig=signal.SIGINT, timeout=240):
+    """Start ``specplan ARGS``, send ``sig`` once ``ready()`` holds; (exit code, stderr)."""
+    proc = cli(*args, cache=cache)
+    deadline = time.time() + timeout
+    while not ready():
+        if time.time() > deadline or proc.poll() is not None:
+            proc.kill()
+            pytest.fail(f"never ready to interrupt: {proc.communicate()[1][-2000:]}")
+        time.sleep(0.1)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    return proc.returncode, stderr
+
+
+def rows_of(path):
+    import pandas as pd
+
+    return pd.read_csv(path) if path.is_file() and path.stat().st_size else None
+
+
+def assert_one_interrupted_line(code, stderr, kept):
+    assert code == 130 and "Traceback" not in stderr, stderr[-2000:]
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("interrupted: ") and kept in last and "re-run the same command" in last
+
+
+def test_an_interrupted_sweep_keeps_whole_points_and_resumes(corpus_dir, tmp_path):
+    out, config = tmp_path / "out", tmp_path / "sweep.toml"
+    config.write_text(
+        f"name = 'stop'\ngeneric = '{corpus_dir / 'generic.jsonl'}'\n"
+        f"domains = ['{corpus_dir / 'law.jsonl'}', '{corpus_dir / 'bio.jsonl'}']\n"
+        "pretrain_budgets = [4e9]\nspec_budgets = [1e9]\ndomain_tokens = ['512', '1k', '2k']\n"
+        "strategies = ['slm', 'slm-nopt']\nsizes = {small = 'tiny', large = 'small'}\n"
+        "seq_len = 32\nvocab_size = 300\nbatch_size = 8\neval_every = 10\neval_windows = 64\n"
+        "threads = 1\ndevice = 'cpu'\n")
+    args = ["sweep", str(config), "--out", str(out)]
+    results = out / "results.csv"
+    code, stderr = interrupt_when(args, lambda: rows_of(results) is not None,
+                                  cache=tmp_path / "cache", sig=signal.SIGTERM)
+    assert_one_interrupted_line(code, stderr, "finished point(s) are saved")
+    kept = rows_of(results)
+    assert set(kept.groupby("point").size()) == {2}  # every kept point has both domains
+    rerun = cli(*args, cache=tmp_path / "cache")
+    _, stderr = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, stderr[-2000:]
+    done = rows_of(results)
+    assert done["point"].nunique() == 6 and len(done) == 12
+    again = done[done["point"].isin(kept["point"])].sort_values(["point", "domain"])
+    assert list(again["run_id"]) == list(kept.sort_values(["point", "domain"])["run_id"])
+
+
+def test_an_interrupted_calibration_keeps_its_runs_and_resumes(corpus_dir, tmp_path):
+    path = tmp_path / "calibration.csv"
+    args = ["forecast", "--calibrate", "--generic", str(corpus_dir / "generic.jsonl"),
+            "--domain", str(corpus_dir / "law.jsonl"), "--domain-tokens", "1k",
+            "--pretrain-budget", "4e11", "--spec-budget", "5e9", "--inference-budget", "200k",
+            "--planning-budget", "1.2e11", "--strategies", "slm", "--results", str(path),
+            *CORPUS, "--batch-size", "8", "--device", "cpu", "--n-boot", "5"]
+    code, stderr = interrupt_when(args, lambda: rows_of(path) is not None,
+                                  cache=tmp_path / "cache")
+    assert_one_interrupted_line(code, stderr, "calibration run(s) of this session are saved")
+    kept = rows_of(path)
+    rerun = cli(*args, cache=tmp_path / "cache")
+    _, stderr = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, stderr[-2000:]
+    done = rows_of(path)
+    assert set(kept["run_id"]) <= set(done["run_id"]) and len(done) > len(kept)
