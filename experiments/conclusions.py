@@ -99,6 +99,14 @@ def _large_allowed(df: pd.DataFrame) -> bool:
     return bool(len(llm)) and bool((llm["status"] == "ok").any())
 
 
+def domains_priced(df: pd.DataFrame, configs: pd.DataFrame) -> int:
+    """N of the study's guidance: what the runs were priced for (a plan's ``--domains-count``,
+    in its rows), else the number of domains they ran on (older tables, sweeps)."""
+    if "domains_count" in df.columns and df["domains_count"].notna().any():
+        return int(df["domains_count"].max())
+    return int(configs["n_domains"].max())
+
+
 def regimes(df: pd.DataFrame) -> pd.DataFrame:
     """Per domain size and (pretraining, specialization) budget cell: who wins and by how much.
 
@@ -120,7 +128,7 @@ def regimes(df: pd.DataFrame) -> pd.DataFrame:
     if cells.empty:
         return pd.DataFrame(columns=columns)
     configs = frontier.config_table(df)
-    n_domains = int(configs["n_domains"].max())
+    n_domains = domains_priced(df, configs)
     large = _large_allowed(df)
     ran = set(configs["strategy"])
     records = []

@@ -88,7 +88,9 @@ class MixtureOfExpertsStrategy(Strategy):
     it with early stopping. ``loss`` evaluates every expert on the domain's train windows first
     (at most ``eval_windows`` of them); those forward passes are charged, so fine-tuning gets the
     rest. ``all`` fine-tunes every expert on ``spec_budget / k`` and keeps the best on validation:
-    k fine-tunes for one model.
+    k fine-tunes for one model, budget-matched. The study's Table 5 charges k full fine-tunes
+    instead; here every rule competes at the same specialization budget, so a plan compares
+    like with like and ``all`` never overspends the budget the user set.
     """
 
     name = "slm-mix"

@@ -154,8 +154,10 @@ def _calibration_path(cache: Path, inputs, domain_tokens: int) -> Path:
 
 @click.command("forecast")
 @budget_options
-@click.option("--domains-count", type=int, default=1, show_default=True,
-              help="Domains sharing the pretraining: total = generic + N x specialization.")
+@click.option("--domains-count", type=int, default=None,
+              help="N, the domains sharing the pretraining: total = generic + N x "
+                   "specialization (default: the number of --domain given with --calibrate, "
+                   "else 1).")
 @click.option("--results", default=None, metavar="PATH|reference",
               help="Results table (a sweep or plan output folder, a parquet or CSV, a "
                    "calibration CSV) or "
@@ -222,6 +224,7 @@ def _forecast(ctx: click.Context, *, pretrain_budget, spec_budget, inference_bud
             raise SpecplanError("--calibrate needs --planning-budget (FLOPs or device time, "
                                 "e.g. 20m@cpu)")
         data.check_source("--calibrate needs data: ")
+        domains_count = data.domains_given if domains_count is None else domains_count
         budgets = parse_budgets(obj, pretrain_budget, spec_budget, inference_budget,
                                 domain_tokens or ("64k" if data.demo else None), utilization,
                                 domains_count, DEMO_BUDGETS if data.demo else None)
@@ -251,7 +254,7 @@ def _forecast(ctx: click.Context, *, pretrain_budget, spec_budget, inference_bud
                             "--calibrate with data")
     df, bounds = _results(results)
     budgets = parse_budgets(obj, pretrain_budget, spec_budget, inference_budget, domain_tokens,
-                            utilization, domains_count)
+                            utilization, 1 if domains_count is None else domains_count)
     result = forecast(df, budgets, strategies=names, max_extrapolation=max_extrapolation,
                          n_boot=n_boot, bounds=bounds, hours=hours, seed=seed)
     obj.emit(result.to_dict(), forecast_text(result))

@@ -18,8 +18,10 @@ from planner.core.errors import SpecplanError
 @click.command()
 @data_options
 @budget_options
-@click.option("--domains-count", type=int, default=1, show_default=True,
-              help="Domains sharing the pretraining: total = generic + N x specialization.")
+@click.option("--domains-count", type=int, default=None,
+              help="N, the domains sharing the pretraining (default: the number of --domain "
+                   "given): prices the total cost generic + N x specialization and sets the "
+                   "reference guidance; with separate budgets it does not change what fits.")
 @click.option("--strategies", default=None,
               help="Comma-separated strategies to search (default: all registered; "
                    "`specplan strategies` lists them).")
@@ -53,6 +55,7 @@ def plan(obj: Ctx, domains_count, strategies, trials, frontier, storage, gpus, g
     run_args = args_from(RunArgs, options, check=check_run_args)
     data.check_source()
     writable_folder(out)
+    domains_count = data.domains_given if domains_count is None else domains_count
     budgets = parse_budgets(obj, **options, domains_count=domains_count,
                             defaults=DEMO_BUDGETS if data.demo else None,
                             spend_on="cuda" if gpus != "none" and gpus_available() else

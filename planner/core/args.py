@@ -71,6 +71,11 @@ class DataArgs:
             raise ConfigError("demo", "give either --demo or --generic and --domain paths, "
                                       "not both")
 
+    @property
+    def domains_given(self) -> int:
+        """How many domains the data names: the default N of "N domains share pretraining"."""
+        return len(self.demo_domains) if self.demo else len(self.domains)
+
     def check_source(self, what: str = "") -> None:
         """The one "demo or paths" rule: the demo corpora, or a generic and a domain corpus.
 

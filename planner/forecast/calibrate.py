@@ -314,7 +314,8 @@ class Ladder:
     def workspace(self, rung: _Rung) -> Workspace:
         budgets = Budgets(pretrain_flops=rung.pretrain_flops, spec_flops=rung.spec_flops,
                           inference=self.budgets.inference,
-                          domain_tokens=self.budgets.domain_tokens)
+                          domain_tokens=self.budgets.domain_tokens,
+                          domains_count=self.budgets.domains_count)
         run = dataclasses.replace(self.run_args, large=rung.large)
         return make_workspace(self.inputs, budgets, run, self.cache_dir, small=rung.small,
                               clusterings=self.clusterings)

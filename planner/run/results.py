@@ -55,7 +55,7 @@ def failed_rows(run, strategy, settings, ws, budgets, domains, status: str, erro
         "run_id": "", "strategy": run.strategy, "settings": run.settings, "domain": name,
         "domain_tokens": run.domain_tokens, "domain_train_tokens": math.nan,
         "pretrain_budget_flops": budgets.pretrain_flops,
-        "spec_budget_flops": budgets.spec_flops,
+        "spec_budget_flops": budgets.spec_flops, "domains_count": budgets.domains_count,
         "params_inference": est.params_inference if est else nan,
         "params_pretrain": est.params_pretrain if est else nan,
         "inference_flops_per_token": est.inference_flops_per_token if est else nan,

@@ -83,6 +83,7 @@ class RunReport:
                 "domain_train_tokens": d.train_tokens,
                 "pretrain_budget_flops": budgets.pretrain_flops,
                 "spec_budget_flops": budgets.spec_flops,
+                "domains_count": budgets.domains_count,
                 "params_inference": self.estimate.params_inference,
                 "params_pretrain": self.estimate.params_pretrain,
                 "inference_flops_per_token": self.estimate.inference_flops_per_token,

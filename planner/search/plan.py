@@ -339,6 +339,7 @@ def summary_text(frame, plan_doc: dict) -> str:
     speed = p["inference_speed"]
     lines.append(f"inference: {speed['tokens_per_second']:.0f} tokens/s (batch "
                  f"{speed['batch_size']}), {speed['latency_ms_per_token']:.2f} ms/token (batch 1)")
-    lines.append("cost ledger of the chosen plan (generic shared; specialization per domain):")
+    lines.append(f"cost ledger of the chosen plan's final run (generic shared; specialization "
+                 f"summed over its {len(p['model_dirs'])} domain(s)):")
     lines.append(table([{"phase": phase, **values} for phase, values in p["ledger"].items()]))
     return "\n".join(lines)

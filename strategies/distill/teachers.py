@@ -9,7 +9,9 @@ the pieces:
   forward KL, reverse KL or Jensen-Shannon divergence.
 * :class:`TeacherCache`: runs a teacher once over the domain's train windows and keeps its top-k
   log-probabilities (safetensors under the workspace cache). Every teacher forward pass is
-  charged to the ledger's ``specialization`` phase; a cached load charges nothing and says so.
+  charged to the ledger's ``specialization`` phase; a cached load charges the same again
+  (device ``cache``): a cache saves time, never accounted cost, so a run's budget split does not
+  depend on what an earlier run left in the cache.
   Caching turns the per-epoch teacher cost ``2 N_teacher tokens`` into a one-time cost.
 * :func:`combine_teachers`: several teachers' distributions into one per token (uniform, fixed
   or per-token confidence weights), the multi-teacher recipe of production practice (reference
@@ -76,7 +78,7 @@ class TeacherOutputs:
     Attributes:
         topk: the teacher's distributions at positions ``0 .. T-2`` of every window.
         key: the cache key (teacher fingerprint, windows, k, temperature).
-        reused: True when loaded from the cache (nothing was charged this time).
+        reused: True when loaded from the cache (charged again, not computed).
         flops: forward FLOPs the outputs cost when they were computed.
     """
 
@@ -224,8 +226,9 @@ class TeacherCache:
     """Teacher outputs on disk, computed once per (teacher weights, windows, k, temperature).
 
     Charges: every teacher forward pass to ``specialization`` (tokens x the teacher's forward
-    FLOPs per token, :mod:`planner.engine.models`); a load from the cache charges zero and its
-    ledger line says so. Reference study v2 §2.2 (SLM-d); caching as in TextBrewer.
+    FLOPs per token, :mod:`planner.engine.models`); a load from the cache charges the same
+    FLOPs, tokens and recorded seconds on device ``cache``, and its ledger line says so.
+    Reference study v2 §2.2 (SLM-d); caching as in TextBrewer.
 
     Args:
         cache_dir: the workspace cache; outputs live in ``cache_dir/teacher-outputs/``.
@@ -257,10 +260,14 @@ class TeacherCache:
         key = self.key(teacher, windows, top_k=top_k, temperature=temperature)
         path = self.folder / f"{key}.safetensors"
         flops = windows.numel() * shape_of(teacher).forward_flops_per_token()
-        if path.exists():
+        if path.exists():  # saves the time, not the accounted cost: the same charge again
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                seconds = float((f.metadata() or {}).get("seconds", 0.0))
             tensors = load_file(str(path))
-            ledger.charge("specialization", label=f"{label} (cached outputs: 0 of {flops:.3g} "
-                          f"FLOPs)", tokens=0, flops=0.0, seconds=0.0, device="cache")
+            ledger.charge("specialization", label=f"{label} (cached outputs)",
+                          tokens=windows.numel(), flops=flops, seconds=seconds, device="cache")
             return TeacherOutputs(TopK(tensors["logprobs"], tensors["ids"]), key, True, flops)
         device = device or next(teacher.parameters()).device
         t0 = time.perf_counter()
@@ -268,11 +275,12 @@ class TeacherCache:
                             device=device, dtype=dtype)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - t0
         ledger.charge("specialization", label=label, tokens=windows.numel(), flops=flops,
-                      seconds=time.perf_counter() - t0, device=device_label(device))
+                      seconds=seconds, device=device_label(device))
         with atomic_path(path) as tmp:
             save_file({"logprobs": topk.logprobs, "ids": topk.ids}, str(tmp),
-                      metadata={"label": label, "flops": repr(flops)})
+                      metadata={"label": label, "flops": repr(flops), "seconds": repr(seconds)})
         return TeacherOutputs(topk, key, False, flops)
 
 

@@ -1,4 +1,6 @@
 """``specplan plan`` as a process: errors a user can fix are one line."""
+import pytest
+
 from tests.search.test_plan import cli
 
 
@@ -11,3 +13,23 @@ def test_cli_plan_errors_are_one_line(corpus_dir, tmp_path):
     lines = [line for line in stderr.splitlines() if not line.startswith("specplan: ")]
     assert len(lines) == 1 and "missing.jsonl" in lines[0]  # after the progress lines
     assert "Traceback" not in stderr
+
+
+def test_n_defaults_to_the_domains_given(corpus_dir, tmp_path, monkeypatch, capsys):
+    import json
+
+    from tests.conftest import specplan
+
+    code, out, err = specplan(
+        monkeypatch, capsys, "--cache", str(tmp_path / "cache"), "--json", "plan",
+        "--generic", str(corpus_dir / "generic.jsonl"), "--domain", str(corpus_dir / "law.jsonl"),
+        "--domain", str(corpus_dir / "bio.jsonl"), "--pretrain-budget", "8e9", "--spec-budget",
+        "2e9", "--sizes", "tiny", "--large", "small", "--strategies", "slm", "--trials", "1",
+        "--gpus", "none", "--device", "cpu", "--seq-len", "32", "--vocab-size", "300",
+        "--batch-size", "8", "--out", str(tmp_path / "out"))
+    assert code == 0, err
+    doc = json.loads(out)
+    cost = doc["measured_cost"]
+    assert doc["budgets"]["domains_count"] == 2
+    assert cost["total_flops_for_n_domains"] == pytest.approx(
+        cost["generic_flops"] + 2 * cost["spec_flops_per_domain"])

@@ -32,7 +32,10 @@ def test_plan_chooses_builds_and_reports(tiny_inputs, tmp_path):
 
     inputs = type(tiny_inputs)(tiny_inputs.generic, {"law": tiny_inputs.domains["law"]},
                                tiny_inputs.tokenizer)
-    result = plan(spec_for(tmp_path / "cache"), tmp_path / "out", inputs=inputs)
+    # Priced for 50 domains, under a cap the large model breaks: the study's guidance is
+    # importance sampling (50 x 2e9 specialization FLOPs reach the 8e9 of pretraining).
+    spec = spec_for(tmp_path / "cache", domains_count=50, inference={"params": 200_000})
+    result = plan(spec, tmp_path / "out", inputs=inputs)
     doc = json.loads((tmp_path / "out" / "plan.json").read_text())
     assert doc["strategy"] in STRATEGIES
     assert doc["perplexity"]["test"]["law"] > 1
@@ -56,6 +59,13 @@ def test_plan_chooses_builds_and_reports(tiny_inputs, tmp_path):
     assert best["generic_tokens"] > 0 or best["strategy"] == "slm-nopt"
     # No --domain-tokens: the domain's size is what its training split holds.
     assert (table["domain_tokens"] == inputs.domains["law"].train.tokens).all()
+    # The report on this folder states the plan's guidance: both price the same N.
+    from experiments.conclusions import regimes
+
+    assert doc["budgets"]["domains_count"] == 50 and (table["domains_count"] == 50).all()
+    assert doc["reference_guidance"]["strategy"] == "slm-is"
+    assert set(regimes(table)["guided"]) == {"slm-is"}
+    assert "at a total cost for 50 domain(s)" in doc["why"]
 
 
 def test_budgets_that_fit_no_strategy_name_each_minimum(tiny_inputs, tmp_path):
