@@ -71,6 +71,7 @@ class PlanDoc:
     model_dirs: dict[str, str]
     feasibility: list[dict]
     retried_trials: list[int]
+    planning: dict
     search_seconds: float
     final_run_seconds: float
     trials: int
@@ -264,6 +265,7 @@ def finish(study, spec, inputs, out_dir: Path, checks, retried, search_seconds) 
         model_dirs={d.domain: d.model_dir for d in final.domains},
         feasibility=checks,
         retried_trials=retried,
+        planning=planning_cost(trials, budgets, final),
         search_seconds=search_seconds,
         final_run_seconds=final_seconds,
         trials=len(trials),
@@ -271,6 +273,24 @@ def finish(study, spec, inputs, out_dir: Path, checks, retried, search_seconds) 
     ).to_dict()
     write_json(out_dir / "plan.json", plan_doc)
     return PlanResult(out_dir, plan_doc, summary_text(frame, plan_doc))
+
+
+def planning_cost(trials, budgets, final) -> dict:
+    """What choosing cost, against what the project costs (generic + N x specialization).
+
+    ``search_flops`` is the compute the trials spent (pruned ones included; what a cache
+    supplied is not spent again), ``final_run_flops`` what building the choice spent on top.
+    Trials of a study older than this record (no ``spent_flops``) are counted in
+    ``trials_uncounted``, so the share is never silently low.
+    """
+    counted = [t.user_attrs["spent_flops"] for t in trials if "spent_flops" in t.user_attrs]
+    project = budgets.pretrain_flops + budgets.domains_count * budgets.spec_flops
+    search = float(sum(counted))
+    final_flops = sum(e.flops for e in final.ledger().entries if e.device != "cache")
+    return {"search_flops": search, "final_run_flops": final_flops,
+            "project_flops": project, "domains_count": budgets.domains_count,
+            "search_share_of_project": search / project if project else math.nan,
+            "trials_counted": len(counted), "trials_uncounted": len(trials) - len(counted)}
 
 
 def measure_chosen(report, ws) -> dict:
@@ -329,6 +349,14 @@ def summary_text(frame, plan_doc: dict) -> str:
                  f"{p['perplexity']['test_macro']:.2f} (macro over {len(p['perplexity']['test'])} "
                  f"domain(s))")
     lines.append(f"why: {p['why']}")
+    c = p["planning"]
+    uncounted = (f" ({c['trials_uncounted']} trial(s) of an older study not counted)"
+                 if c["trials_uncounted"] else "")
+    lines.append(f"planning cost: the search spent {c['search_flops']:.3g} FLOPs in "
+                 f"{c['trials_counted']} trial(s), {c['search_share_of_project']:.1f}x the "
+                 f"project's {c['project_flops']:.3g} (pretraining + {c['domains_count']} x "
+                 f"specialization){uncounted}; building the choice spent "
+                 f"{c['final_run_flops']:.3g} more")
     g = p["reference_guidance"]
     lines.append(f"reference study's guidance: {g['strategy']} ({g['reason']}); "
                  f"{'this plan agrees' if g['agrees'] else 'this plan differs at this scale'}")

@@ -312,8 +312,9 @@ class Objective:
             trial.set_user_attr("failure", f"out of memory: {str(err).splitlines()[0][:200]}")
             raise
         finally:  # compute spent by this trial, pruned or not (reused artifacts cost 0 s here)
-            trial.set_user_attr("train_seconds", sum(
-                e.seconds for e in ws.ledger.entries if e.device != "cache"))
+            spent = [e for e in ws.ledger.entries if e.device != "cache"]
+            trial.set_user_attr("train_seconds", sum(e.seconds for e in spent))
+            trial.set_user_attr("spent_flops", sum(e.flops for e in spent))
             trial.set_user_attr("run_seconds", time.perf_counter() - started)
         return self.record(trial, report_, estimate, status)
 

@@ -66,6 +66,12 @@ def test_plan_chooses_builds_and_reports(tiny_inputs, tmp_path):
     assert doc["reference_guidance"]["strategy"] == "slm-is"
     assert set(regimes(table)["guided"]) == {"slm-is"}
     assert "at a total cost for 50 domain(s)" in doc["why"]
+    # What choosing cost: every trial's spend, against pretraining + 50 x specialization.
+    cost = doc["planning"]
+    assert cost["project_flops"] == 8e9 + 50 * 2e9 and cost["trials_counted"] == 3
+    assert 0 < cost["search_flops"] <= 3 * (8e9 + 2e9)
+    assert cost["search_share_of_project"] == pytest.approx(cost["search_flops"] / 1.08e11)
+    assert "planning cost: the search spent" in result.summary
 
 
 def test_budgets_that_fit_no_strategy_name_each_minimum(tiny_inputs, tmp_path):
