@@ -20,7 +20,8 @@ Why it is shaped this way:
   file lock (``.claims/<group>.lock``); a claimed group is skipped by the others. Artifacts that
   two groups can share (a distillation teacher that is also another point's model, a clustering
   used by several strategies) are built under a blocking lock per artifact
-  (``make_workspace(..., cross_process_locks=True)``): the second process waits, then loads what the first one built.
+  (``make_workspace(..., cross_process_locks=True)``): the second process waits, then loads what
+  the first one built.
   Locks are ``flock`` locks, released by the kernel when a process dies, so a killed worker
   never leaves a stale claim.
 * **Resume.** A point is identified by a hash of everything that changes its result (data

@@ -50,7 +50,8 @@ def apply_config(ctx: click.Context, path: str | None) -> None:
     unknown = sorted(set(k.replace("-", "_") for k in values) - names)
     if unknown:
         raise SpecplanError(
-            f"--config {path}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}"
+            f"--config {path}: unknown key(s) {', '.join(unknown)}; valid: "
+            f"{', '.join(sorted(names))}"
         )
     for key, value in values.items():
         key = key.replace("-", "_")

@@ -1,4 +1,5 @@
-"""``specplan strategies [NAME...]``: what ``run`` and ``plan`` can choose from, and how to set it."""
+"""``specplan strategies [NAME...]``: what ``run`` and ``plan`` can choose from, and how to set
+it."""
 from __future__ import annotations
 
 import click

@@ -109,7 +109,8 @@ def total_cost(generic_flops, spec_flops, n_domains):
 
 @dataclass(frozen=True)
 class Budgets:
-    """What the user can spend. FLOPs throughout; parsing from device-hours is in planner.core.cost."""
+    """What the user can spend. FLOPs throughout; parsing from device-hours is in
+    planner.core.cost."""
 
     pretrain_flops: float
     spec_flops: float

@@ -90,7 +90,8 @@ def hardware_profile(
         if "peak_flops" not in cached and cache_dir:
             _write_hardware(cache_dir, key, {"peak_flops": peak})
         profile = HardwareProfile(key, peak, profile.utilization)
-    util = utilization if utilization is not None else cached.get("utilization", profile.utilization)
+    util = (utilization if utilization is not None
+            else cached.get("utilization", profile.utilization))
     if not 0 < util <= 1:
         raise SpecplanError(f"utilization={util} for {name}: give a fraction in (0, 1]")
     return HardwareProfile(key, profile.peak_flops, util)

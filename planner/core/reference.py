@@ -1,4 +1,5 @@
-"""The reference study's guidance: which method wins in which budget regime (arXiv 2402.01093 v2, §5 and Fig. 1)."""
+"""The reference study's guidance: which method wins in which budget regime (arXiv 2402.01093
+v2, §5 and Fig. 1)."""
 from __future__ import annotations
 
 # Reference study (arXiv 2402.01093 v2) Fig. 1 and §1: which method wins in which budget regime.

@@ -124,7 +124,8 @@ def demo_inputs(cache_dir: str | Path, domains: tuple[str, ...] = ("legal",), **
     unknown = set(domains) - set(DEMO_DOMAINS)
     if unknown:
         raise SpecplanError(
-            f"unknown demo domain(s) {', '.join(sorted(unknown))}; choose from {', '.join(DEMO_DOMAINS)}"
+            f"unknown demo domain(s) {', '.join(sorted(unknown))}; choose from "
+            f"{', '.join(DEMO_DOMAINS)}"
         )
     paths = build_demo_corpora(cache_dir)
     return load_inputs(paths["generic"], [paths[d] for d in domains], cache_dir=cache_dir, **kwargs)

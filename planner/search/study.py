@@ -308,6 +308,9 @@ class Objective:
         started = time.perf_counter()
         try:
             report_ = run_strategy(name, settings, ws, self.inputs.domains)
+        except BudgetError as err:  # a domain's own size refused it (e.g. slm-d's teacher passes)
+            trial.set_user_attr("rejected", str(err))
+            raise optuna.TrialPruned(f"rejected: {err}") from None
         except torch.OutOfMemoryError as err:  # the study records the trial failed, goes on
             trial.set_user_attr("failure", f"out of memory: {str(err).splitlines()[0][:200]}")
             raise
@@ -335,7 +338,8 @@ class Objective:
         trial.set_user_attr("devices", report.ledger().devices())
         trial.set_user_attr("artifact_reused", report.artifact_reused)
         trial.set_user_attr("generic_flops", generic["flops"])
-        trial.set_user_attr("generic_seconds", 0.0 if report.artifact_reused else generic["seconds"])
+        trial.set_user_attr("generic_seconds",
+                            0.0 if report.artifact_reused else generic["seconds"])
         trial.set_user_attr("spec_flops", spec_flops)
         trial.set_user_attr("spec_seconds", spec_seconds)
         trial.set_user_attr("ppl", {d.domain: d.ppl_after for d in report.domains})

@@ -1,4 +1,5 @@
-"""Worker processes of a plan: one per GPU group, torchrun ranks, and joining from another machine."""
+"""Worker processes of a plan: one per GPU group, torchrun ranks, and joining from another
+machine."""
 from __future__ import annotations
 
 import dataclasses

@@ -157,7 +157,8 @@ def test_no_crossover_from_a_cost_difference_within_the_noise() -> None:
     assert "crossover" not in fig.axes[0].get_legend_handles_labels()[1]
     _, lines = report.total_cost_view(df)
     assert lines == ["8k domain tokens: the same strategy is cheapest for every N up to 10,000"]
-    assert f"{100 * frontier.COST_TOLERANCE:.0f}% apart" in fig._suptitle.get_text().replace("\n", " ")
+    title = fig._suptitle.get_text().replace("\n", " ")
+    assert f"{100 * frontier.COST_TOLERANCE:.0f}% apart" in title
 
 
 def test_plot_and_report_name_the_same_crossover() -> None:

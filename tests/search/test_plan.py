@@ -209,3 +209,19 @@ def test_out_of_memory_trial_fails_with_reason_and_study_goes_on(tiny_inputs, tm
     failed = trials[trials["state"] == "FAIL"]
     assert len(failed) >= 1 and (failed["strategy"] == "slm-nopt").all()
     assert failed["status"].str.contains("out of memory").all()
+
+
+def test_a_trial_its_domain_refuses_is_rejected_and_the_search_goes_on(tiny_inputs, tmp_path):
+    """Without --domain-tokens, slm-d prices its teacher passes only once it sees the domain:
+    the trial is rejected with the reason, not the plan."""
+    from planner.search.plan import plan
+
+    inputs = type(tiny_inputs)(tiny_inputs.generic, {"law": tiny_inputs.domains["law"]},
+                               tiny_inputs.tokenizer)
+    spec = spec_for(tmp_path / "cache", strategies=["slm", "slm-d"], trials=2, spec_flops=4e9)
+    result = plan(spec, tmp_path / "out", inputs=inputs)
+    trials = {row["strategy"]: row for row in
+              __import__("csv").DictReader((tmp_path / "out" / "trials.csv").open())}
+    assert trials["slm-d"]["state"] == "PRUNED"
+    assert "teacher passes" in trials["slm-d"]["status"]
+    assert result.plan["strategy"] == "slm"
