@@ -8,6 +8,7 @@ that needs an artifact that exists loads it and says so (``Artifact.reused``).
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
@@ -35,6 +36,9 @@ _NOT_IN_WEIGHTS = frozenset({"device", "compile", "checkpoint_dir", "checkpoint_
                              "max_steps", "max_tokens", "max_flops"})
 
 
+#: Folder of the cache that holds pretraining checkpoints of artifacts being built.
+CHECKPOINTS = "checkpoints"
+
 @dataclass
 class Workspace:
     """Shared context of strategy runs.
@@ -54,6 +58,9 @@ class Workspace:
         cross_process_locks: hold a file lock per cached build, so parallel workers sharing the
             cache never train the same artifact or clustering twice (the second one waits, then
             finds it in the cache).
+        building: the artifact being built now (set by :meth:`artifact`): its pretraining runs
+            checkpoint under ``cache_dir/checkpoints/<artifact>/`` every
+            ``train.checkpoint_every`` steps, so a killed trial resumes where it stopped.
 
     Build it with :func:`planner.run.config.make_workspace`.
     """
@@ -70,6 +77,7 @@ class Workspace:
     ledger: Ledger = field(default_factory=Ledger)
     clusterings: dict = field(default_factory=dict, repr=False)
     cross_process_locks: bool = False
+    building: str | None = None
 
     def __post_init__(self) -> None:
         self.cache_dir = Path(self.cache_dir)
@@ -166,18 +174,28 @@ class Workspace:
                                seconds=0.0, device="cache")
             return Artifact(folder, meta, ledger, reused=True)
         run_ledger = Ledger()
-        with self.charging(run_ledger):
-            if _rank() == 0:
-                with atomic_dir(folder) as tmp:
-                    meta = strategy.pretrain(settings, self, tmp)
-                    write_json(tmp / "ledger.json", run_ledger.to_dict())
-                    write_json(tmp / "meta.json", meta)
-            else:  # other ranks of a multi-GPU trial train alongside rank 0, which saves
-                with tempfile.TemporaryDirectory() as tmp:
-                    meta = strategy.pretrain(settings, self, Path(tmp))
+        outer, self.building = self.building, folder.name
+        try:
+            with self.charging(run_ledger):
+                meta = self._build(strategy, settings, folder, run_ledger)
+        finally:
+            self.building = outer
         _barrier()  # every rank reads the artifact rank 0 saved
         self.ledger.extend(run_ledger)
+        if _rank() == 0:  # built: its pretraining checkpoints are spent
+            shutil.rmtree(self.cache_dir / CHECKPOINTS / folder.name, ignore_errors=True)
         return Artifact(folder, meta, run_ledger, reused=False)
+
+    def _build(self, strategy, settings, folder: Path, run_ledger: Ledger) -> dict:
+        """Pretrain into ``folder`` (rank 0 saves; other ranks train alongside it)."""
+        if _rank() == 0:
+            with atomic_dir(folder) as tmp:
+                meta = strategy.pretrain(settings, self, tmp)
+                write_json(tmp / "ledger.json", run_ledger.to_dict())
+                write_json(tmp / "meta.json", meta)
+            return meta
+        with tempfile.TemporaryDirectory() as tmp:
+            return strategy.pretrain(settings, self, Path(tmp))
 
     # -- the common training steps of strategies -----------------------------------------------
     def pretrain_model(
@@ -185,8 +203,9 @@ class Workspace:
         max_flops: float, lr: float, label: str, order: torch.Tensor | None = None,
         valid: torch.Tensor | None = None, phase: str = "generic", loss_fn=None,
     ) -> TrainResult:
-        """Train from scratch on windows (or an index stream over them) within ``max_flops``."""
-        cfg = self.train_config(lr=lr, max_flops=max_flops)
+        """Train from scratch on windows (or an index stream over them) within ``max_flops``;
+        inside an artifact build, checkpointed and resumed (see ``building``)."""
+        cfg = self.train_config(lr=lr, max_flops=max_flops, **self.checkpointing(label))
         source = WindowSampler(windows, cfg.batch_size, cfg.grad_accum, seed=cfg.seed, order=order)
         extra = {"loss_fn": loss_fn} if loss_fn else {}
         return train(
@@ -194,6 +213,16 @@ class Workspace:
             ledger=self.ledger, phase=phase, label=label,
             valid=valid if valid is not None else self.generic.valid.ids, **extra,
         )
+
+    def checkpointing(self, label: str) -> dict:
+        """Checkpoint settings of one pretraining run of the artifact being built: its folder
+        is keyed by the artifact (content-hashed) and the run's label, so only the same run
+        ever resumes from it."""
+        if self.building is None or not self.train.checkpoint_every:
+            return {}
+        run = content_hash(label)[:12]
+        return {"checkpoint_dir": str(self.cache_dir / CHECKPOINTS / self.building / run),
+                "resume": True}
 
     def finetune(
         self, model: torch.nn.Module, domain, settings, *, flops_per_token: float,

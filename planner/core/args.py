@@ -98,6 +98,9 @@ class RunArgs:
     embedder: str = arg("hashed", "Clustering embedder: hashed or minilm.")
     device: str = arg("auto", "auto, cpu, cuda[:N] or mps.")
     seed: int = arg(0, "Seed of data order, initialisation and splits.")
+    checkpoint_every: int = arg(500, "Optimizer steps between checkpoints of a pretraining run "
+                                     "(0: none); a killed trial resumes from its last one.",
+                                minimum=0)
 
     def __post_init__(self) -> None:
         _check(self)

@@ -381,9 +381,12 @@ def train(
     if start_loss is not None and cfg.early_stopping_patience:
         best = (start_loss, 0, _snapshot(model))
     checkpoint = Path(cfg.checkpoint_dir) / "last" if cfg.checkpoint_dir else None
+    before_seconds, before_device = 0.0, device_label(device)
     if cfg.resume and checkpoint and checkpoint.exists():
         meta = load_checkpoint(checkpoint, model, optimizer)
         start_step, history = meta["step"], meta["history"]
+        before_seconds = meta.get("seconds", 0.0)
+        before_device = meta.get("device", before_device)
         if meta.get("best_step") is not None:
             best = (meta["best_val_loss"], meta["best_step"], None)
 
@@ -425,11 +428,14 @@ def train(
                     bad_evals = 0
                 else:
                     bad_evals += 1
-            due = cfg.checkpoint_every and step % cfg.checkpoint_every == 0
+            # The last step too: a resumed build skips runs that had finished.
+            due = cfg.checkpoint_every and (step % cfg.checkpoint_every == 0 or last)
             if checkpoint and due and rank == 0:
                 save_checkpoint(checkpoint, model, optimizer, step, {
                     "history": history, "best_val_loss": best[0] if best[1] else None,
                     "best_step": best[1], "config": asdict(cfg),
+                    "seconds": before_seconds + time.perf_counter() - t0,
+                    "device": device_label(device) + (f" x{world}" if world > 1 else ""),
                 })
             if evaluating:
                 if on_eval is not None:
@@ -443,6 +449,13 @@ def train(
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - t0
         steps_run = step - start_step
+        if rank == 0 and start_step:  # spent before the resume: still this run's cost
+            ledger.charge(
+                phase, label=f"{label} (steps 1-{start_step}, before resuming)",
+                tokens=start_step * tokens_per_step,
+                flops=start_step * tokens_per_step * flops_per_token, seconds=before_seconds,
+                device=before_device,
+            )
         if rank == 0 and steps_run:
             ledger.charge(
                 phase, label=label, tokens=steps_run * tokens_per_step,

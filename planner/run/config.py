@@ -54,7 +54,8 @@ def load_data(data: DataArgs, cache_dir: str | Path, *, domain_tokens: int | Non
 def train_template(run: RunArgs) -> TrainConfig:
     """The training template of every run; each run sets its own stop from its budget."""
     return TrainConfig(batch_size=run.batch_size, eval_every=run.eval_every,
-                       eval_windows=run.eval_windows, device=run.device, seed=run.seed)
+                       eval_windows=run.eval_windows, device=run.device, seed=run.seed,
+                       checkpoint_every=run.checkpoint_every or None)
 
 
 def make_workspace(inputs: Inputs, budgets, run: RunArgs, cache_dir: str | Path, *,

@@ -78,7 +78,8 @@ class PlanSpec:
         keys = self.to_dict()
         for local in ("cache_dir", "trials"):
             keys.pop(local)
-        keys["run"].pop("device")
+        for where in ("device", "checkpoint_every"):  # how it runs, not what it searches
+            keys["run"].pop(where, None)
         return "specplan-" + content_hash(json.dumps(keys, sort_keys=True))
 
     def budgets(self) -> Budgets:

@@ -562,11 +562,13 @@ class ProjectedNetworkStrategy(Strategy):
         clustering = ws.clustering(settings.k)
         network = ProjectedNetwork(self.kind, shape, k=settings.k, m=settings.m, h=settings.h,
                                    seed=ws.train.seed)
-        cfg = ws.train_config(lr=settings.lr, max_flops=ws.budgets.pretrain_flops)
+        label = f"{self.name} pretraining"
+        cfg = ws.train_config(lr=settings.lr, max_flops=ws.budgets.pretrain_flops,
+                              **ws.checkpointing(label))
         result = train(
             network, self.batches(settings, ws, clustering, cfg), cfg, seq_len=ws.seq_len,
             flops_per_token=self.train_flops_per_token(settings, ws), ledger=ws.ledger,
-            phase="generic", label=f"{self.name} pretraining", valid=ws.generic.valid.ids,
+            phase="generic", label=label, valid=ws.generic.valid.ids,
             loss_fn=conditioned_loss, eval_loss_fn=self.validation_loss(clustering, ws),
         )
         save_network(network, folder)

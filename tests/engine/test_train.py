@@ -105,7 +105,12 @@ def test_resume_continues_from_saved_step(tmp_path):
                               checkpoint_dir=str(tmp_path), resume=True)
     ledger = Ledger()
     m2, r2, ledger = run(resumed_cfg, ledger=ledger)
-    assert ledger.totals()["generic"]["tokens"] == 5 * 8 * 32  # only the remaining 5 steps
+    # The run's cost is all 10 steps: 5 spent before the interruption (recorded in the
+    # checkpoint, with their device time) and the 5 run now.
+    before, now = ledger.entries
+    assert before.label.endswith("(steps 1-5, before resuming)") and before.seconds > 0
+    assert before.tokens == now.tokens == 5 * 8 * 32
+    assert ledger.totals()["generic"]["tokens"] == 10 * 8 * 32
     assert r2.steps == 10
     assert [h["val_loss"] for h in r2.history] == pytest.approx(
         [h["val_loss"] for h in r_full.history], rel=1e-4)

@@ -225,3 +225,37 @@ def test_a_trial_its_domain_refuses_is_rejected_and_the_search_goes_on(tiny_inpu
     assert trials["slm-d"]["state"] == "PRUNED"
     assert "teacher passes" in trials["slm-d"]["status"]
     assert result.plan["strategy"] == "slm"
+
+
+def test_a_killed_trial_resumes_its_pretraining_from_the_last_checkpoint(corpus_dir, tmp_path):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    args = [*plan_args(corpus_dir, out, trials=1, pretrain_budget="6e10"),
+            "--checkpoint-every", "5"]
+    args[args.index("--strategies") + 1] = "slm"
+
+    def checkpointed_step():
+        states = list((cache / "checkpoints").glob("*/*/last/state.json"))
+        return json.loads(states[0].read_text())["step"] if states else 0
+
+    proc = cli(*args, cache=cache)
+    deadline = time.time() + 240
+    while checkpointed_step() < 20:
+        if time.time() > deadline or proc.poll() is not None:
+            proc.kill()
+            pytest.fail(f"no checkpoint at step 20: {proc.communicate()[1][-1500:]}")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = checkpointed_step()
+    rerun = cli(*args, cache=cache)
+    _, err = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, err[-1500:]
+    (artifact,) = (cache / "artifacts").glob("slm-*")
+    entries = json.loads((artifact / "ledger.json").read_text())["entries"]
+    before, now = [e for e in entries if e["label"].startswith("slm pretraining")]
+    # The retry ran only the steps after the checkpoint, yet the artifact's cost is all of them.
+    assert before["label"].endswith(f"(steps 1-{killed_at}, before resuming)")
+    assert before["tokens"] == killed_at * 8 * 32 and now["tokens"] > 0
+    one_step = before["flops"] / killed_at
+    assert 6e10 - one_step < before["flops"] + now["flops"] <= 6e10
+    assert not list((cache / "checkpoints").glob("*/*"))  # spent once the artifact is built
