@@ -278,7 +278,7 @@ def _parse(data: dict, source: str, base_dir: Path | None) -> SweepConfig:
     try:
         values["data"] = from_mapping(DataArgs, values)
         values["run"] = from_mapping(RunArgs, values)
-        check_run_args(values["run"])
+        check_run_args(values["run"], values["data"].seq_len)
     except ConfigError as err:
         key = f"sizes.{err.name}" if err.name == "large" else err.name
         raise SpecplanError(f"{source}: {key}: {err.problem}") from None

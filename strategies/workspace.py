@@ -242,7 +242,8 @@ class Workspace:
         start = evaluate_loss(model, subset)
         # Reported on the whole split, like the perplexity after fine-tuning.
         before = start if len(subset) == len(valid) else evaluate_loss(model, valid)
-        steps_per_epoch = max(1, domain.train.n // self.train.batch_size)
+        steps_per_epoch = max(1, domain.train.n
+                              // (self.train.batch_size * self.train.grad_accum))
         cfg = self.train_config(
             lr=lr or settings.ft_lr, max_flops=max_flops, warmup_steps=min(10, steps_per_epoch),
             early_stopping_patience=settings.ft_patience,

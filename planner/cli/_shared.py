@@ -142,7 +142,7 @@ def options_from(cls: type, *, skip: tuple[str, ...] = ()):
             if spec.name in skip:
                 continue
             default = spec.default_factory() if callable(spec.default_factory) else spec.default
-            kind = {"bool": None, "int": int, "str": str}.get(type(default).__name__, str)
+            kind = int if "int" in str(spec.type) else str  # "int | None" too
             if isinstance(default, bool):
                 option = click.option(flag_of(spec), spec.name, is_flag=True,
                                       help=spec.metadata["help"])

@@ -203,7 +203,9 @@ def _forecast(ctx: click.Context, *, pretrain_budget, spec_budget, inference_bud
     from planner.run.results import read_results
 
     obj: Ctx = ctx.obj
-    data, run_args = args_from(DataArgs, options), args_from(RunArgs, options)
+    data = args_from(DataArgs, options)
+    run_args = args_from(RunArgs, options, check=lambda run: check_run_args(
+        run, data.seq_len) if calibrate else None)
     seed = run_args.seed
     names = [s.strip() for s in strategies.split(",")] if strategies else None
     if n_boot < 1:
@@ -232,7 +234,6 @@ def _forecast(ctx: click.Context, *, pretrain_budget, spec_budget, inference_bud
             raise SpecplanError("--calibrate needs --domain-tokens (the domain data size)")
         planning = parse_budget(planning_budget, what="--planning-budget",
                                 utilization=utilization, cache_dir=obj.cache)
-        check_run_args(run_args)
         if not yes:  # the planning budget is spent here; the others are forecast targets
             check_spendable(obj, planning, "--planning-budget", planning_budget,
                             run_args.device, utilization)

@@ -52,7 +52,8 @@ def plan(obj: Ctx, domains_count, strategies, trials, frontier, storage, gpus, g
         raise SpecplanError(f"--trials {trials}: must be at least 1 (leave it out for one per "
                             f"strategy plus two)")
     data = args_from(DataArgs, options)
-    run_args = args_from(RunArgs, options, check=check_run_args)
+    run_args = args_from(RunArgs, options,
+                         check=lambda run: check_run_args(run, data.seq_len))
     data.check_source()
     writable_folder(out)
     domains_count = data.domains_given if domains_count is None else domains_count

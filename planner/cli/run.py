@@ -42,7 +42,8 @@ def run(obj: Ctx, strategy, overrides, small, out, **options) -> None:
 
     settings = get_strategy(strategy).settings(parse_overrides(overrides))  # fail before data
     data = args_from(DataArgs, options)
-    run_args = args_from(RunArgs, options, check=check_run_args)
+    run_args = args_from(RunArgs, options,
+                         check=lambda run: check_run_args(run, data.seq_len))
     if out:
         writable_folder(out)
     budgets = parse_budgets(obj, **options, spend_on=run_args.device)

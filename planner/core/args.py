@@ -93,6 +93,12 @@ class RunArgs:
 
     large: str = arg("large", "Large model size (llm, distillation teachers).")
     batch_size: int = arg(16, "Windows per optimizer step.", minimum=1)
+    batch_tokens: int | None = arg(None, "Tokens per optimizer step, a multiple of --seq-len "
+                                         "(instead of --batch-size).", minimum=1)
+    micro_batch: int | None = arg(None, "Windows per forward/backward pass, dividing the batch; "
+                                        "the rest is gradient accumulation (default: the whole "
+                                        "batch at once).", minimum=1)
+    compile: bool = arg(False, "torch.compile every training run (pays on GPUs, in long runs).")
     eval_every: int = arg(50, "Optimizer steps between validations.", minimum=1)
     eval_windows: int = arg(256, "Validation windows per evaluation.", minimum=1)
     embedder: str = arg("hashed", "Clustering embedder: hashed or minilm.")

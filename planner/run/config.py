@@ -19,8 +19,9 @@ from planner.engine.train import TrainConfig
 from strategies.workspace import Workspace
 
 
-def check_run_args(run: RunArgs) -> None:
-    """What :class:`RunArgs` cannot check on the floor: the model size and the embedder exist.
+def check_run_args(run: RunArgs, seq_len: int | None = None) -> None:
+    """What :class:`RunArgs` cannot check on the floor: the model size and the embedder exist,
+    and (given the window length) the batch splits into whole windows and micro-batches.
 
     Raises:
         ConfigError: naming the field.
@@ -32,6 +33,8 @@ def check_run_args(run: RunArgs) -> None:
         get_embedder(run.embedder)
     except SpecplanError as err:
         raise ConfigError("embedder", str(err)) from None
+    if seq_len is not None:
+        train_template(run, seq_len)
 
 
 def load_data(data: DataArgs, cache_dir: str | Path, *, domain_tokens: int | None = None,
@@ -51,11 +54,39 @@ def load_data(data: DataArgs, cache_dir: str | Path, *, domain_tokens: int | Non
                        encoding=data.encoding, **kw)
 
 
-def train_template(run: RunArgs) -> TrainConfig:
-    """The training template of every run; each run sets its own stop from its budget."""
-    return TrainConfig(batch_size=run.batch_size, eval_every=run.eval_every,
+def batch_windows(run: RunArgs, seq_len: int) -> int:
+    """Windows per optimizer step: ``--batch-tokens`` in windows, else ``--batch-size``.
+
+    Raises:
+        ConfigError: tokens that are not a whole number of windows.
+    """
+    if run.batch_tokens is None:
+        return run.batch_size
+    if run.batch_tokens % seq_len:
+        whole = max(1, round(run.batch_tokens / seq_len)) * seq_len
+        raise ConfigError("batch_tokens", f"{run.batch_tokens} is not a multiple of the window "
+                                          f"({seq_len} tokens); use {whole}")
+    return run.batch_tokens // seq_len
+
+
+def train_template(run: RunArgs, seq_len: int) -> TrainConfig:
+    """The training template of every run; each run sets its own stop from its budget.
+
+    The optimizer step's windows are reached by micro-batches of ``--micro-batch`` windows and
+    gradient accumulation: the same windows, the same mean loss, less memory.
+
+    Raises:
+        ConfigError: a micro-batch that does not divide the batch.
+    """
+    windows = batch_windows(run, seq_len)
+    micro = run.micro_batch or windows
+    if windows % micro:
+        divisors = [d for d in range(1, windows + 1) if windows % d == 0]
+        raise ConfigError("micro_batch", f"{micro} does not divide the batch of {windows} "
+                                         f"windows; use one of {divisors[-6:]}")
+    return TrainConfig(batch_size=micro, grad_accum=windows // micro, eval_every=run.eval_every,
                        eval_windows=run.eval_windows, device=run.device, seed=run.seed,
-                       checkpoint_every=run.checkpoint_every or None)
+                       compile=run.compile, checkpoint_every=run.checkpoint_every or None)
 
 
 def make_workspace(inputs: Inputs, budgets, run: RunArgs, cache_dir: str | Path, *,
@@ -71,6 +102,7 @@ def make_workspace(inputs: Inputs, budgets, run: RunArgs, cache_dir: str | Path,
             parallel workers never train the same artifact twice.
     """
     return Workspace(inputs.generic, inputs.tokenizer, budgets, Path(cache_dir), small=small,
-                     large=run.large, train=train_template(run), embedder=run.embedder,
+                     large=run.large, train=train_template(run, inputs.generic.train.seq_len),
+                     embedder=run.embedder,
                      on_eval=on_eval, clusterings={} if clusterings is None else clusterings,
                      cross_process_locks=cross_process_locks)

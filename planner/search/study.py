@@ -78,8 +78,10 @@ class PlanSpec:
         keys = self.to_dict()
         for local in ("cache_dir", "trials"):
             keys.pop(local)
-        for where in ("device", "checkpoint_every"):  # how it runs, not what it searches
-            keys["run"].pop(where, None)
+        for how in ("device", "checkpoint_every", "micro_batch", "compile"):  # not what it searches
+            keys["run"].pop(how, None)
+        if keys["run"].get("batch_tokens") is None:  # older studies keep their name
+            keys["run"].pop("batch_tokens", None)
         return "specplan-" + content_hash(json.dumps(keys, sort_keys=True))
 
     def budgets(self) -> Budgets:

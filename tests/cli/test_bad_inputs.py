@@ -79,6 +79,10 @@ CASES = {
     "zero trials": (["plan", "--trials", "0"], ["--trials 0", "at least 1"]),
     "zero seq-len": (["plan", "--seq-len", "0"], ["--seq-len", "at least 1"]),
     "zero batch": (["plan", "--batch-size", "0"], ["--batch-size", "at least 1"]),
+    "batch tokens off the window": (["plan", "--batch-tokens", "100"],
+                                    ["--batch-tokens", "multiple of the window", "use 96"]),
+    "micro-batch off the batch": (["plan", "--batch-size", "8", "--micro-batch", "3"],
+                                  ["--micro-batch", "does not divide", "8 windows"]),
     "unknown size": (["plan", "--sizes", "huge"], ["huge"]),
     "unknown large size": (["plan", "--large", "giant"], ["--large", "giant"]),
     # strategies and settings

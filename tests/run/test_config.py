@@ -48,7 +48,7 @@ def test_workspace_takes_the_run_arguments_and_shares_clusterings(tiny_inputs, t
     shared: dict = {}
     ws = make_workspace(tiny_inputs, Budgets(1e10, 1e9), run, tmp_path, small="tiny",
                         clusterings=shared)
-    assert ws.train == train_template(run) and ws.train.max_steps is None
+    assert ws.train == train_template(run, 32) and ws.train.max_steps is None
     assert (ws.small, ws.large, ws.train.seed, ws.train.eval_windows) == ("tiny", "large", 3, 64)
     first = ws.clustering(2)
     again = make_workspace(tiny_inputs, Budgets(1e10, 1e9), run, tmp_path, clusterings=shared)
@@ -65,5 +65,43 @@ def test_plan_specs_of_older_studies_still_load():
     assert spec.data.tokenizer == "tok" and spec.data.domains == ("d.jsonl",)
     assert (spec.run.batch_size, spec.run.seed, spec.run.large) == (8, 4, "small")
     assert PlanSpec.from_dict(spec.to_dict()) == spec
-    moved = dataclasses.replace(spec, run=dataclasses.replace(spec.run, device="cuda:1"))
-    assert moved.study_name() == spec.study_name()  # where it runs is not what it searches
+    moved = dataclasses.replace(spec, run=dataclasses.replace(spec.run, device="cuda:1",
+                                                              micro_batch=2, compile=True))
+    assert moved.study_name() == spec.study_name()  # how it runs is not what it searches
+    bigger = dataclasses.replace(spec, run=dataclasses.replace(spec.run, batch_tokens=512))
+    assert bigger.study_name() != spec.study_name()
+
+
+def test_batch_tokens_and_micro_batches_make_one_optimizer_step():
+    """``--batch-tokens`` counts the step in tokens; ``--micro-batch`` splits it into passes."""
+    whole = train_template(RunArgs(batch_tokens=256), 32)
+    split = train_template(RunArgs(batch_tokens=256, micro_batch=2, compile=True), 32)
+    assert (whole.batch_size, whole.grad_accum) == (8, 1)
+    assert (split.batch_size, split.grad_accum, split.compile) == (2, 4, True)
+    assert whole.tokens_per_step(32) == split.tokens_per_step(32) == 256
+    with pytest.raises(SpecplanError, match="not a multiple of the window .* use 96"):
+        check_run_args(RunArgs(batch_tokens=100), 32)
+    with pytest.raises(SpecplanError, match=r"3 does not divide the batch of 8 windows"):
+        check_run_args(RunArgs(batch_size=8, micro_batch=3), 32)
+
+
+def test_micro_batches_train_the_same_model_as_the_whole_batch(tiny_inputs, tmp_path):
+    """Gradient accumulation through a workspace: the same windows, the same losses, the same
+    accounted FLOPs; only the memory of one pass differs."""
+    results = []
+    for micro in (None, 2):
+        run = RunArgs(batch_size=8, micro_batch=micro, eval_every=2, eval_windows=16,
+                      device="cpu", seed=5, checkpoint_every=0)
+        ws = make_workspace(tiny_inputs, Budgets(1e10, 1e9), run, tmp_path / f"m{micro}",
+                            small="tiny")
+        shape = ws.shape("tiny")
+        model = shape.build(seed=0)
+        per_token = shape.train_flops_per_token()
+        budget = 4 * 8 * ws.seq_len * per_token  # four optimizer steps
+        result = ws.pretrain_model(model, tiny_inputs.generic.train.ids, flops_per_token=per_token,
+                                   max_flops=budget, lr=1e-3, label="pretrain")
+        results.append((result, ws.ledger.flops("generic")))
+    (whole, whole_flops), (split, split_flops) = results
+    assert whole.steps == split.steps == 4
+    assert whole_flops == split_flops
+    assert whole.best_val_loss == pytest.approx(split.best_val_loss, rel=1e-4)
