@@ -78,8 +78,9 @@ class MixtureOfExpertsStrategy(Strategy):
     """``slm-mix``: k independent deployed-size experts, one per generic cluster; fine-tune one.
 
     Pretraining (``generic``, shared by every domain): ``ws.clustering(k)`` splits the generic
-    train windows; expert i is trained from scratch on cluster i only. The *total* pretraining
-    budget is split evenly, so each expert gets ``pretrain_budget / k`` and ``params_pretrain``
+    train windows (the clustering is charged first, :meth:`Workspace.charge_clustering`);
+    expert i is trained from scratch on cluster i only. The rest of the pretraining budget is
+    split evenly, so each expert gets ``(pretrain_budget - clustering) / k`` and ``params_pretrain``
     is k times the deployed model: at a fixed budget more experts means fewer steps each (the
     paper instead grows the cost with k at a fixed per-expert budget; both are the same family
     of points, indexed differently).
@@ -116,7 +117,9 @@ class MixtureOfExpertsStrategy(Strategy):
             )
         shape = ws.shape(ws.small)
         one_step = step_flops(shape, ws)
-        generic = k * steps_within(ws.budgets.pretrain_flops / k, shape, ws) * one_step
+        clusters = ws.clustering_flops(k)  # paid from the pretraining budget first
+        generic = clusters + k * max(0, steps_within((ws.budgets.pretrain_flops - clusters) / k,
+                                                     shape, ws)) * one_step
         if settings.select == "all":
             spec = k * steps_within(ws.budgets.spec_flops / k, shape, ws) * one_step
             min_spec = k * one_step
@@ -129,7 +132,7 @@ class MixtureOfExpertsStrategy(Strategy):
             generic_flops=generic, spec_flops=spec,
             inference_flops_per_token=shape.inference_flops_per_token(),
             params_inference=shape.params_total, params_pretrain=k * shape.params_total,
-            min_generic_flops=k * one_step, min_spec_flops=min_spec,
+            min_generic_flops=clusters + k * one_step, min_spec_flops=min_spec,
         )
 
     @staticmethod
@@ -156,9 +159,11 @@ class MixtureOfExpertsStrategy(Strategy):
     def pretrain(self, settings, ws, folder: Path) -> dict:
         shape = ws.shape(ws.small)
         clustering = ws.clustering(settings.k)
+        ws.charge_clustering(clustering)
         train_labels = clustering.generic_assignments  # (n_train,)
         valid = ws.generic.valid.ids
-        valid_labels = clustering.assign(valid, decode=ws.decode)  # (n_valid,)
+        valid_labels = clustering.assign(valid, decode=ws.decode)  # (n_valid,), validation
+        per_expert = (ws.budgets.pretrain_flops - ws.clustering_flops(settings.k)) / settings.k
         experts, weighted, counted = [], 0.0, 0
         for i in range(settings.k):
             own_valid = valid[valid_labels == i][: ws.train.eval_windows or None]
@@ -166,7 +171,7 @@ class MixtureOfExpertsStrategy(Strategy):
             result = ws.pretrain_model(
                 model, ws.generic.train.ids[train_labels == i],
                 flops_per_token=shape.train_flops_per_token(),
-                max_flops=ws.budgets.pretrain_flops / settings.k, lr=settings.lr,
+                max_flops=per_expert, lr=settings.lr,
                 valid=own_valid if len(own_valid) else None,
                 label=f"{self.name} expert {i} pretraining",
             )
@@ -192,9 +197,9 @@ class MixtureOfExpertsStrategy(Strategy):
         histogram = ws.clustering(settings.k).histogram(domain.train, decode=ws.decode)  # (k,)
         notes = {"select": settings.select,
                  "histogram": [round(float(p), 4) for p in histogram]}
-        if settings.select == "all":
-            return self._fine_tune_all(settings, artifact, domain, ws, histogram, notes)
         budget = ws.budgets.spec_flops
+        if settings.select == "all":
+            return self._fine_tune_all(settings, artifact, domain, ws, histogram, budget, notes)
         losses = None
         if settings.select == "loss":
             losses = self._selection_losses(settings, artifact, domain, ws)
@@ -229,15 +234,15 @@ class MixtureOfExpertsStrategy(Strategy):
         return losses
 
     def _fine_tune_all(self, settings, artifact: Artifact, domain, ws, histogram,
-                       notes: dict) -> Specialized:
-        """Fine-tune every expert on ``spec_budget / k``; keep the best on validation."""
+                       budget: float, notes: dict) -> Specialized:
+        """Fine-tune every expert on ``budget / k``; keep the best on validation."""
         shape = ws.shape(ws.small)
         best, best_loss, losses = None, math.inf, []
         for i in range(settings.k):
             model = load_model(expert_folder(artifact.folder, i))
             before, result = ws.finetune(
                 model, domain, settings, flops_per_token=shape.train_flops_per_token(),
-                max_flops=ws.budgets.spec_flops / settings.k, label=f"fine-tune expert {i}",
+                max_flops=budget / settings.k, label=f"fine-tune expert {i}",
             )
             loss = result.best_val_loss if result.best_val_loss is not None else math.inf
             losses.append(loss)

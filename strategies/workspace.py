@@ -20,7 +20,7 @@ import torch
 from planner.core.cost import Ledger
 from planner.core.errors import SpecplanError
 from planner.core.io import atomic_dir, content_hash, file_lock, write_json
-from planner.data.clustering import fit_clustering
+from planner.data.clustering import clustering_fit_flops, fit_clustering, get_embedder
 from planner.engine.models import SIZES, ModelShape, model_shape
 from planner.engine.train import (
     TrainConfig,
@@ -127,6 +127,22 @@ class Workspace:
                     cache_dir=self.cache_dir, decode=self.decode,
                 )
         return self.clusterings[key]
+
+    def clustering_flops(self, k: int) -> float:
+        """What fitting the generic clustering costs, known before it runs (for estimates)."""
+        return clustering_fit_flops(get_embedder(self.embedder), self.generic.train.n,
+                                    self.seq_len, k)
+
+    def charge_clustering(self, clustering) -> None:
+        """Charge the generic clustering to the pretraining it serves: every strategy that
+        uses it pays it, fitted now or reused (then on device "cache", with its recorded time:
+        a cache saves time, not accounted cost)."""
+        device = clustering.fit_device if clustering.fitted_here else "cache"
+        clustering.fitted_here = False
+        self.ledger.charge("generic", label=f"clustering (k={clustering.k}, "
+                                            f"{clustering.embedder_name} embedder)",
+                           tokens=0, flops=clustering.fit_flops(self.seq_len),
+                           seconds=clustering.fit_seconds, device=device)
 
     def _lock(self, name: str):
         """A file lock on one cache entry when workers share the cache, else nothing."""

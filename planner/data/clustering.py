@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -33,6 +34,8 @@ Decode = Callable[[list[list[int]]], list[str]]
 _FORMAT_VERSION = 1
 _MERSENNE_61 = (1 << 61) - 1  # prime modulus of the n-gram hash; keeps int64 products exact
 _SKETCH_NONZEROS = 4  # output buckets per feature in the sparse random projection
+_MINILM_PARAMS = 22_700_000  # all-MiniLM-L6-v2
+_KMEANS_ITERS = 25  # Lloyd iterations at most; the cost is charged at this cap
 # A feature in a single generic window cannot make two windows alike; it only adds noise and, with
 # the highest idf, dominates the norm (rare bigrams do). Like scikit-learn's min_df, drop it.
 _MIN_DF = 2
@@ -47,6 +50,7 @@ class Embedder(Protocol):
 
     name: str
     needs_decode: bool
+    dim: int  # embedding dimension
 
     def fingerprint(self) -> str:
         """A string that changes whenever the embedding of the same ids would change."""
@@ -59,6 +63,12 @@ class Embedder(Protocol):
 
     def embed_windows(self, ids: torch.Tensor, decode: Decode | None = None) -> torch.Tensor:
         """Embed ``ids`` (n, T) into L2-normalised float32 vectors (n, d)."""
+
+    def fit_flops(self, n_windows: int, seq_len: int) -> float:
+        """FLOPs of :meth:`fit` on ``n_windows`` windows of ``seq_len`` tokens."""
+
+    def embed_flops(self, n_windows: int, seq_len: int) -> float:
+        """FLOPs of :meth:`embed_windows` on ``n_windows`` windows of ``seq_len`` tokens."""
 
     def state(self) -> dict[str, torch.Tensor]:
         """Fitted tensors (empty for a stateless embedder)."""
@@ -250,6 +260,23 @@ class HashedNgramEmbedder:
         gen = torch.Generator().manual_seed(self.seed)
         self.basis = _top_eigenvectors(gram, self.dim, gen).float()  # (sketch_dim, dim)
 
+    def _sketch_flops(self, seq_len: int) -> float:
+        """Per window: an idf-weighted signed add into each of the buckets of every n-gram."""
+        occurrences = sum(max(seq_len - order + 1, 0) for order in self.ngram)
+        return 2.0 * _SKETCH_NONZEROS * occurrences
+
+    def fit_flops(self, n_windows: int, seq_len: int) -> float:
+        """The sketch and its Gram matrix per window, then the subspace iteration on the Gram
+        matrix (:func:`_top_eigenvectors`: five products with it, its projection, the basis; the
+        thin QRs, the small eigh and the idf pass's counting are left out)."""
+        m, width = self.sketch_dim, min(self.sketch_dim, self.dim + 16)
+        eigensolve = 5 * 2.0 * m * m * width + 2.0 * m * width**2 + 2.0 * m * width * self.dim
+        return n_windows * (self._sketch_flops(seq_len) + 2.0 * m * m) + eigensolve
+
+    def embed_flops(self, n_windows: int, seq_len: int) -> float:
+        """The sketch and its projection on the basis, per window."""
+        return n_windows * (self._sketch_flops(seq_len) + 2.0 * self.sketch_dim * self.dim)
+
     def embed_windows(self, ids: torch.Tensor, decode: Decode | None = None) -> torch.Tensor:
         """Embed ``ids`` (n, T) to (n, dim); fits on these windows first if not yet fitted."""
         ids = _window_ids(ids)
@@ -275,6 +302,7 @@ class MiniLMEmbedder:
 
     name = "minilm"
     needs_decode = True
+    dim = 384
 
     def __init__(self, batch_size: int = 64, max_seq_length: int = 256) -> None:
         missing = [
@@ -304,6 +332,14 @@ class MiniLMEmbedder:
 
     def fit(self, ids: torch.Tensor, decode: Decode | None = None) -> None:
         del ids, decode  # a pretrained model: nothing to fit
+
+    def fit_flops(self, n_windows: int, seq_len: int) -> float:
+        return 0.0
+
+    def embed_flops(self, n_windows: int, seq_len: int) -> float:
+        """A forward pass, 2 FLOPs per parameter per word-piece, counting one word-piece per
+        token of the window (up to ``max_seq_length``): an estimate, as tokenizers differ."""
+        return n_windows * 2.0 * _MINILM_PARAMS * min(seq_len, self.max_seq_length)
 
     def _load(self):
         if self._model is None:
@@ -421,7 +457,7 @@ def kmeans(
     k: int,
     *,
     seed: int = 0,
-    iters: int = 25,
+    iters: int = _KMEANS_ITERS,
     tol: float = 1e-4,
     batch_size: int = 8192,
 ) -> KMeansResult:
@@ -471,6 +507,18 @@ def kmeans(
     return KMeansResult(centroids=centroids, assignments=labels, inertia=float(dists.sum()))
 
 
+def clustering_fit_flops(embedder: Embedder, n_windows: int, seq_len: int, k: int) -> float:
+    """FLOPs of :func:`fit_clustering`: fit the embedder, embed every window, k-means++ seeding
+    (``2 + ln k`` candidates a step) and Lloyd iterations at their cap (an upper bound: Lloyd
+    often stops earlier), then the final assignment. What a clustering is charged, cached or
+    not (a cache saves time, not accounted cost)."""
+    n, d = float(n_windows), float(embedder.dim)
+    seeding = (k - 1) * (2 + int(math.log(k))) * 2.0 * n * d if k > 1 else 0.0
+    lloyd = (_KMEANS_ITERS + 1) * (2.0 * n * k * d + n * d)
+    return (embedder.fit_flops(n_windows, seq_len) + embedder.embed_flops(n_windows, seq_len)
+            + seeding + lloyd)
+
+
 @dataclass
 class Clustering:
     """A k-means clustering of generic windows plus the embedder state to place new windows.
@@ -482,6 +530,9 @@ class Clustering:
         embedder_name: name of the embedder, for reports.
         embedder: the fitted embedder; :meth:`assign` uses it so domain windows share the generic
             idf/basis.
+        fit_seconds, fit_device: the fit's measured time and where it ran (kept on disk, so a
+            cached clustering is charged the time it took).
+        fitted_here: the fit ran in this process and has not been charged yet.
     """
 
     k: int
@@ -489,6 +540,14 @@ class Clustering:
     generic_assignments: torch.Tensor
     embedder_name: str
     embedder: Embedder = field(repr=False)
+    fit_seconds: float = 0.0
+    fit_device: str = "cpu"
+    fitted_here: bool = False
+
+    def fit_flops(self, seq_len: int) -> float:
+        """What fitting this clustering cost (:func:`clustering_fit_flops`)."""
+        return clustering_fit_flops(self.embedder, self.generic_assignments.numel(), seq_len,
+                                    self.k)
 
     def assign(self, windows: Any, decode: Decode | None = None) -> torch.Tensor:
         """Nearest-centroid cluster id (n,) of each window."""
@@ -521,6 +580,7 @@ class Clustering:
             "k": self.k,
             "embedder": {"name": self.embedder.name, "config": self.embedder.config(),
                          "fingerprint": self.embedder.fingerprint()},
+            "fit": {"seconds": self.fit_seconds, "device": self.fit_device},
         }
         with atomic_dir(folder) as tmp:  # readers never see a half-written clustering
             save_file(tensors, str(tmp / "clustering.safetensors"))
@@ -556,6 +616,8 @@ class Clustering:
             generic_assignments=tensors["generic_assignments"],
             embedder_name=embedder.name,
             embedder=embedder,
+            fit_seconds=float(meta.get("fit", {}).get("seconds", 0.0)),
+            fit_device=str(meta.get("fit", {}).get("device", "cpu")),
         )
 
 
@@ -611,6 +673,7 @@ def fit_clustering(
             return Clustering.load(folder)
     logging.getLogger("specplan").info(f"clustering {ids.shape[0]} generic windows into k={k} "
                                        f"clusters ({embedder.name} embedder)")
+    start = time.perf_counter()
     embedder.fit(ids, decode)
     vectors = embedder.embed_windows(ids, decode)  # (n, d)
     result = kmeans(vectors, k, seed=seed)
@@ -620,6 +683,8 @@ def fit_clustering(
         generic_assignments=result.assignments,
         embedder_name=embedder.name,
         embedder=embedder,
+        fit_seconds=time.perf_counter() - start,
+        fitted_here=True,
     )
     if folder is not None:
         clustering.save(folder)

@@ -157,7 +157,8 @@ class ImportanceSamplingStrategy(Strategy):
     (``strategies.importance.resample.dsir_resample``) and streams the windows of the top documents,
     as many as the same steps read, shuffled; steps 3-4 are unchanged. The clustering still provides
     the domain histogram statistics in the notes, so both resamplers report the same numbers.
-    Clustering and DSIR's weight estimation are not charged (the paper does not count them).
+    Its clustering and DSIR's weight estimation are not charged yet (the paper does not count
+    them, and slm-is has no generic phase to charge the shared clustering to).
     """
 
     name = "slm-is"

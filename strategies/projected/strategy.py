@@ -491,9 +491,10 @@ class ProjectedNetworkStrategy(Strategy):
     """``slm-pn``: pretrain a projected network, then fine-tune one expert (v2 §2.5).
 
     Pretraining (charged to ``generic``, shared by every domain): k-means of the generic windows
-    into ``k`` clusters, then the projected network is trained on micro-batches of one cluster
-    each, routed to that cluster's expert. Its FLOPs per token are the deployed model's plus the
-    amortised cost of building the expert weights (:func:`projected_train_flops_per_token`).
+    into ``k`` clusters (charged, and paid from the budget, first), then the projected network
+    is trained on micro-batches of one cluster each, routed to that cluster's expert. Its FLOPs
+    per token are the deployed model's plus the amortised cost of building the expert weights
+    (:func:`projected_train_flops_per_token`).
     The artifact holds the network (safetensors + JSON dims) and the clustering.
 
     Specialization (charged to ``specialization``): the expert of the domain's most frequent
@@ -549,21 +550,25 @@ class ProjectedNetworkStrategy(Strategy):
         layers = shape.num_hidden_layers
         params = (shared_params(shape) + basis_params(shape, settings.h)
                   + COEFFICIENTS[self.kind].params(settings.k, settings.m, layers, settings.h))
+        clusters = ws.clustering_flops(settings.k)  # paid from the pretraining budget first
         return CostEstimate(
-            generic_flops=(ws.budgets.pretrain_flops // one_step) * one_step,
+            generic_flops=clusters + max(0.0, (ws.budgets.pretrain_flops - clusters)
+                                         // one_step) * one_step,
             spec_flops=build + max(0.0, (ws.budgets.spec_flops - build) // ft_step) * ft_step,
             inference_flops_per_token=shape.inference_flops_per_token(),
             params_inference=shape.params_total, params_pretrain=params,
-            min_generic_flops=one_step, min_spec_flops=build + ft_step,
+            min_generic_flops=clusters + one_step, min_spec_flops=build + ft_step,
         )
 
     def pretrain(self, settings, ws, folder: Path) -> dict:
         shape = ws.shape(ws.small)
         clustering = ws.clustering(settings.k)
+        ws.charge_clustering(clustering)
         network = ProjectedNetwork(self.kind, shape, k=settings.k, m=settings.m, h=settings.h,
                                    seed=ws.train.seed)
         label = f"{self.name} pretraining"
-        cfg = ws.train_config(lr=settings.lr, max_flops=ws.budgets.pretrain_flops,
+        cfg = ws.train_config(lr=settings.lr,
+                              max_flops=ws.budgets.pretrain_flops - ws.clustering_flops(settings.k),
                               **ws.checkpointing(label))
         result = train(
             network, self.batches(settings, ws, clustering, cfg), cfg, seq_len=ws.seq_len,

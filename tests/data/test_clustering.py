@@ -189,3 +189,19 @@ def test_histogram_statistics():
     assert top_cluster_fraction(torch.tensor([1.0, 3.0, 0.0])) == pytest.approx(0.75)
     with pytest.raises(SpecplanError, match="no mass"):
         histogram_entropy(torch.zeros(3))
+
+
+def test_the_charged_clustering_flops_match_torch_s_flop_counter():
+    """What a clustering is charged is what it computes: torch counts the matrix products
+    (Gram matrix, subspace iteration, projections, k-means distances), which dominate; the
+    sketch's scattered adds it does not count are a few percent, and Lloyd is charged at its
+    iteration cap (it stopped earlier here)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    ids = torch.randint(0, 300, (2000, 32), generator=torch.Generator().manual_seed(0))
+    with FlopCounterMode(display=False) as counter:
+        fitted = fit_clustering(ids, k=4)
+    measured, charged = counter.get_total_flops(), fitted.fit_flops(32)
+    assert charged == clustering.clustering_fit_flops(get_embedder("hashed"), 2000, 32, 4)
+    assert measured <= charged <= 1.05 * measured
+    assert fitted.fitted_here and fitted.fit_seconds > 0

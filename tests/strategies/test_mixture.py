@@ -29,11 +29,13 @@ EXPERT_STEPS, FT_STEPS = 12, 8
 
 def workspace(tiny_inputs, tmp_path, warm_clusters, *, pretrain_steps: float = K * EXPERT_STEPS,
               spec_steps: float = FT_STEPS):
-    """A fresh workspace with the clusterings cached and budgets counted in tiny-model steps."""
+    """A fresh workspace with the clusterings cached and budgets counted in tiny-model steps
+    (the pretraining budget pays for the clustering first)."""
     shutil.copytree(warm_clusters, tmp_path / "cache" / "clusters")
     probe = make_workspace(tiny_inputs, tmp_path / "cache")
     one_step = step_flops(probe.shape(probe.small), probe)
-    return make_workspace(tiny_inputs, tmp_path / "cache", pretrain_flops=pretrain_steps * one_step,
+    return make_workspace(tiny_inputs, tmp_path / "cache",
+                          pretrain_flops=pretrain_steps * one_step + probe.clustering_flops(K),
                           spec_flops=(spec_steps + 0.5) * one_step)
 
 
@@ -66,7 +68,11 @@ def test_experts_per_cluster_frequent_selection_export_and_reuse(tiny_inputs, tm
     assert all(e["ppl_cluster"] < 300 for e in meta["experts"] if e["valid_windows"])
     assert first.ppl_generic == meta["ppl_generic"] < 300  # the vocabulary size: better than chance
     generic = first.generic_ledger.totals()["generic"]
-    assert generic["flops"] == pytest.approx(K * EXPERT_STEPS * one_step)
+    assert generic["flops"] == pytest.approx(K * EXPERT_STEPS * one_step + ws.clustering_flops(K))
+    # The clustering came from the cache: charged all the same, with the time its fit took.
+    (clusters,) = [e for e in first.generic_ledger.entries if e.label.startswith("clustering")]
+    assert (clusters.device, clusters.flops) == ("cache", ws.clustering_flops(K))
+    assert clusters.seconds > 0
     assert generic["flops"] == pytest.approx(first.estimate.generic_flops)
     assert generic["flops"] <= ws.budgets.pretrain_flops
 

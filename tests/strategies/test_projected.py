@@ -30,7 +30,10 @@ PN = {"k": 4, "h": 4, "m": 4}
 @pytest.fixture(scope="module")
 def pn_run(tiny_inputs, tmp_path_factory):
     """One slm-pn run on the law domain (pretraining + fine-tuning), shared by several tests."""
-    ws = make_workspace(tiny_inputs, tmp_path_factory.mktemp("pn") / "cache", pretrain_flops=1e10)
+    cache = tmp_path_factory.mktemp("pn") / "cache"
+    probe = make_workspace(tiny_inputs, cache)
+    ws = make_workspace(tiny_inputs, cache,  # 1e10 for training after the clustering
+                        pretrain_flops=1e10 + probe.clustering_flops(PN["k"]))
     report = run_strategy("slm-pn", PN, ws, {"law": tiny_inputs.domains["law"]})
     return ws, report
 
@@ -201,7 +204,9 @@ def test_projected_flops_formula_by_hand():
 
 
 def test_hn_runs_end_to_end(tiny_inputs, tmp_path):
-    ws = make_workspace(tiny_inputs, tmp_path / "cache", pretrain_flops=4e9, spec_flops=3e9)
+    probe = make_workspace(tiny_inputs, tmp_path / "cache")
+    ws = make_workspace(tiny_inputs, tmp_path / "cache", spec_flops=3e9,
+                        pretrain_flops=4e9 + probe.clustering_flops(3))  # the clustering first
     report = run_strategy("slm-hn", {"k": 3, "h": 2, "m": 4}, ws,
                           {"code": tiny_inputs.domains["code"]})
     result = report.domains[0]
