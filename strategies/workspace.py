@@ -154,10 +154,13 @@ class Workspace:
         """What the pretrained weights depend on: a change to any of it trains anew.
 
         The training template counts whole (schedule, optimizer, seed, batch, validation that
-        picks the best weights), except where and how it runs (device, compile, checkpoints)
-        and the stops, which each run sets from its budget.
+        picks the best weights), except where and how it runs (device, compile, checkpoints,
+        the micro-batch) and the stops, which each run sets from its budget.
         """
         template = {k: v for k, v in asdict(self.train).items() if k not in _NOT_IN_WEIGHTS}
+        # Micro-batches accumulate into the same step: only the windows per step count (keyed
+        # as a batch of that many with no accumulation, so older artifacts keep their keys).
+        template.update(batch_size=self.train.batch_size * self.train.grad_accum, grad_accum=1)
         return content_hash(
             strategy.name,
             json.dumps(settings.generic_part(), sort_keys=True),

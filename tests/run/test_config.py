@@ -12,6 +12,7 @@ from planner.core.budgets import Budgets
 from planner.core.errors import SpecplanError
 from planner.run.config import check_run_args, load_data, make_workspace, train_template
 from planner.search.study import PlanSpec
+from strategies import get_strategy
 
 
 @pytest.mark.parametrize("command", ["run", "plan", "forecast"])
@@ -100,8 +101,10 @@ def test_micro_batches_train_the_same_model_as_the_whole_batch(tiny_inputs, tmp_
         budget = 4 * 8 * ws.seq_len * per_token  # four optimizer steps
         result = ws.pretrain_model(model, tiny_inputs.generic.train.ids, flops_per_token=per_token,
                                    max_flops=budget, lr=1e-3, label="pretrain")
-        results.append((result, ws.ledger.flops("generic")))
-    (whole, whole_flops), (split, split_flops) = results
+        key = ws.artifact_key(get_strategy("slm"), get_strategy("slm").settings())
+        results.append((result, ws.ledger.flops("generic"), key))
+    (whole, whole_flops, whole_key), (split, split_flops, split_key) = results
     assert whole.steps == split.steps == 4
     assert whole_flops == split_flops
     assert whole.best_val_loss == pytest.approx(split.best_val_loss, rel=1e-4)
+    assert whole_key == split_key  # the same weights: a cached artifact serves both
