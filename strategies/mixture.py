@@ -107,7 +107,7 @@ class MixtureOfExpertsStrategy(Strategy):
                 f"{self.name}: k={k} is larger than the number of generic train windows "
                 f"({n_generic}); lower k or add generic data"
             )
-        per_step = ws.train.batch_size * ws.train.grad_accum
+        per_step = ws.train.windows_per_step
         sizes = torch.bincount(ws.clustering(k).generic_assignments, minlength=k)  # (k,)
         smallest = int(torch.argmin(sizes))
         if int(sizes[smallest]) < per_step:
@@ -159,11 +159,10 @@ class MixtureOfExpertsStrategy(Strategy):
     def pretrain(self, settings, ws, folder: Path) -> dict:
         shape = ws.shape(ws.small)
         clustering = ws.clustering(settings.k)
-        ws.charge_clustering(clustering)
+        per_expert = (ws.budgets.pretrain_flops - ws.charge_clustering(clustering)) / settings.k
         train_labels = clustering.generic_assignments  # (n_train,)
         valid = ws.generic.valid.ids
         valid_labels = clustering.assign(valid, decode=ws.decode)  # (n_valid,), validation
-        per_expert = (ws.budgets.pretrain_flops - ws.clustering_flops(settings.k)) / settings.k
         experts, weighted, counted = [], 0.0, 0
         for i in range(settings.k):
             own_valid = valid[valid_labels == i][: ws.train.eval_windows or None]
@@ -197,9 +196,9 @@ class MixtureOfExpertsStrategy(Strategy):
         histogram = ws.clustering(settings.k).histogram(domain.train, decode=ws.decode)  # (k,)
         notes = {"select": settings.select,
                  "histogram": [round(float(p), 4) for p in histogram]}
-        budget = ws.budgets.spec_flops
         if settings.select == "all":
-            return self._fine_tune_all(settings, artifact, domain, ws, histogram, budget, notes)
+            return self._fine_tune_all(settings, artifact, domain, ws, histogram, notes)
+        budget = ws.budgets.spec_flops
         losses = None
         if settings.select == "loss":
             losses = self._selection_losses(settings, artifact, domain, ws)
@@ -234,15 +233,15 @@ class MixtureOfExpertsStrategy(Strategy):
         return losses
 
     def _fine_tune_all(self, settings, artifact: Artifact, domain, ws, histogram,
-                       budget: float, notes: dict) -> Specialized:
-        """Fine-tune every expert on ``budget / k``; keep the best on validation."""
+                       notes: dict) -> Specialized:
+        """Fine-tune every expert on ``spec_budget / k``; keep the best on validation."""
         shape = ws.shape(ws.small)
         best, best_loss, losses = None, math.inf, []
         for i in range(settings.k):
             model = load_model(expert_folder(artifact.folder, i))
             before, result = ws.finetune(
                 model, domain, settings, flops_per_token=shape.train_flops_per_token(),
-                max_flops=budget / settings.k, label=f"fine-tune expert {i}",
+                max_flops=ws.budgets.spec_flops / settings.k, label=f"fine-tune expert {i}",
             )
             loss = result.best_val_loss if result.best_val_loss is not None else math.inf
             losses.append(loss)

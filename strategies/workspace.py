@@ -133,16 +133,18 @@ class Workspace:
         return clustering_fit_flops(get_embedder(self.embedder), self.generic.train.n,
                                     self.seq_len, k)
 
-    def charge_clustering(self, clustering) -> None:
+    def charge_clustering(self, clustering) -> float:
         """Charge the generic clustering to the pretraining it serves: every strategy that
         uses it pays it, fitted now or reused (then on device "cache", with its recorded time:
-        a cache saves time, not accounted cost)."""
+        a cache saves time, not accounted cost). Returns the FLOPs charged, which the
+        pretraining budget pays first."""
         device = clustering.fit_device if clustering.fitted_here else "cache"
         clustering.fitted_here = False
+        flops = clustering.fit_flops(self.seq_len)
         self.ledger.charge("generic", label=f"clustering (k={clustering.k}, "
                                             f"{clustering.embedder_name} embedder)",
-                           tokens=0, flops=clustering.fit_flops(self.seq_len),
-                           seconds=clustering.fit_seconds, device=device)
+                           tokens=0, flops=flops, seconds=clustering.fit_seconds, device=device)
+        return flops
 
     def _lock(self, name: str):
         """A file lock on one cache entry when workers share the cache, else nothing."""
@@ -160,7 +162,7 @@ class Workspace:
         template = {k: v for k, v in asdict(self.train).items() if k not in _NOT_IN_WEIGHTS}
         # Micro-batches accumulate into the same step: only the windows per step count (keyed
         # as a batch of that many with no accumulation, so older artifacts keep their keys).
-        template.update(batch_size=self.train.batch_size * self.train.grad_accum, grad_accum=1)
+        template.update(batch_size=self.train.windows_per_step, grad_accum=1)
         return content_hash(
             strategy.name,
             json.dumps(settings.generic_part(), sort_keys=True),
@@ -261,8 +263,7 @@ class Workspace:
         start = evaluate_loss(model, subset)
         # Reported on the whole split, like the perplexity after fine-tuning.
         before = start if len(subset) == len(valid) else evaluate_loss(model, valid)
-        steps_per_epoch = max(1, domain.train.n
-                              // (self.train.batch_size * self.train.grad_accum))
+        steps_per_epoch = max(1, domain.train.n // self.train.windows_per_step)
         cfg = self.train_config(
             lr=lr or settings.ft_lr, max_flops=max_flops, warmup_steps=min(10, steps_per_epoch),
             early_stopping_patience=settings.ft_patience,

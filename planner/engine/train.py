@@ -163,8 +163,13 @@ class TrainConfig:
         if self.lr <= 0:
             raise SpecplanError(f"lr={self.lr} must be positive")
 
+    @property
+    def windows_per_step(self) -> int:
+        """Windows of one optimizer step, over its micro-batches."""
+        return self.batch_size * self.grad_accum
+
     def tokens_per_step(self, seq_len: int) -> int:
-        return self.batch_size * self.grad_accum * seq_len
+        return self.windows_per_step * seq_len
 
     def resolve_steps(self, seq_len: int, flops_per_token: float) -> int:
         """Optimizer steps allowed by the tightest of the step, token and FLOP stops.

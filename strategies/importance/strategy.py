@@ -199,7 +199,7 @@ class ImportanceSamplingStrategy(Strategy):
                 f"{self.name}: the specialization budget {ws.budgets.spec_flops:.3g} FLOPs pays "
                 f"for {is_steps + ft_steps} step(s); it needs 2 (one resampled, one fine-tuning)"
             )
-        n_draws = is_steps * ws.train.batch_size * ws.train.grad_accum
+        n_draws = is_steps * ws.train.windows_per_step
         clustering = ws.clustering(settings.k)
         domain_hist = clustering.histogram(domain.train, decode=ws.decode)  # (k,)
         if settings.resampler == "clusters":

@@ -563,12 +563,12 @@ class ProjectedNetworkStrategy(Strategy):
     def pretrain(self, settings, ws, folder: Path) -> dict:
         shape = ws.shape(ws.small)
         clustering = ws.clustering(settings.k)
-        ws.charge_clustering(clustering)
+        clustering_flops = ws.charge_clustering(clustering)
         network = ProjectedNetwork(self.kind, shape, k=settings.k, m=settings.m, h=settings.h,
                                    seed=ws.train.seed)
         label = f"{self.name} pretraining"
         cfg = ws.train_config(lr=settings.lr,
-                              max_flops=ws.budgets.pretrain_flops - ws.clustering_flops(settings.k),
+                              max_flops=ws.budgets.pretrain_flops - clustering_flops,
                               **ws.checkpointing(label))
         result = train(
             network, self.batches(settings, ws, clustering, cfg), cfg, seq_len=ws.seq_len,
