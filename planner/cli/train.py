@@ -8,6 +8,7 @@ import click
 from planner.cli._shared import (
     Ctx,
     apply_config,
+    parse_tasks,
 )
 from planner.core.errors import SpecplanError
 from planner.core.text import ledger_text, table
@@ -98,17 +99,6 @@ def eval_cmd(obj: Ctx, model_dir, domains, split, text_field, no_speed, tasks) -
     result = evaluate_model(model_dir, list(domains), cache_dir=obj.cache, text_field=text_field,
                             split=split, speed=not no_speed, tasks=parse_tasks(tasks))
     obj.emit(result, eval_text(result))
-
-
-def parse_tasks(tasks) -> list[tuple[str, str]]:
-    """``--task DOMAIN=PATH`` values as (domain, path) pairs."""
-    pairs = []
-    for item in tasks:
-        domain, sep, path = item.partition("=")
-        if not (sep and domain.strip() and path.strip()):
-            raise SpecplanError(f"--task {item!r}: write DOMAIN=PATH, e.g. --task law=law_qa.jsonl")
-        pairs.append((domain.strip(), path.strip()))
-    return pairs
 
 
 def eval_text(result: dict) -> str:

@@ -23,7 +23,7 @@ from planner.engine.evaluate import (
     perplexity,
 )
 from planner.engine.models import SIZES, load_model, model_shape, save_model, shape_of
-from planner.engine.tasks import load_task, score_task
+from planner.engine.tasks import Task, load_task, score_task
 from planner.engine.train import TrainConfig, WindowSampler, evaluate_loss, train
 from strategies import get_strategy
 from strategies.base import CostEstimate, Settings, Strategy, settings_json
@@ -253,6 +253,33 @@ def train_once(
                     perplexity(after), model_dir, shape.describe())
 
 
+def load_tasks(tasks: list[tuple[str, str | Path]],
+               domains: dict[str, str]) -> dict[str, tuple[str, Task]]:
+    """Read ``--task DOMAIN=PATH`` files: task name (file stem) -> (domain name, task).
+
+    ``domains`` maps each domain as the user gave it (a path) to its corpus name; a task may
+    name its domain either way. Called before any model loads or trains, so a mistake costs
+    nothing.
+
+    Raises:
+        SpecplanError: a bad task file, two tasks with one name, or a domain not in ``domains``.
+    """
+    names = {**domains, **{name: name for name in domains.values()}}
+    loaded = {}
+    for domain, path in tasks:
+        task = load_task(path)
+        if task.name in loaded:
+            raise SpecplanError(f"--task {domain}={path}: a second task named {task.name!r} "
+                                f"(tasks are named by file stem); rename one of the files")
+        if str(domain) not in names:
+            raise SpecplanError(
+                f"--task {domain}={path}: domain {domain!r} is not evaluated (--domain gives "
+                f"{', '.join(sorted(set(names.values())))}); attach the task to one of them or "
+                f"add --domain for it")
+        loaded[task.name] = (names[str(domain)], task)
+    return loaded
+
+
 def evaluate_model(
     model_dir: str | Path, domains: list[str | Path], *, cache_dir: Path, text_field: str = "text",
     split: str = "test", speed: bool = True, tasks: list[tuple[str, str | Path]] = (),
@@ -265,22 +292,8 @@ def evaluate_model(
         SpecplanError: a bad task file, two tasks with one name, or a task's domain not among
             ``domains`` (all checked before the model is loaded).
     """
-    loaded = {}
-    for domain, path in tasks:
-        task = load_task(path)
-        if task.name in loaded:
-            raise SpecplanError(f"--task {domain}={path}: a second task named {task.name!r} "
-                                f"(tasks are named by file stem); rename one of the files")
-        loaded[task.name] = (str(domain), task)
     docs_of = [load_documents(path, text_field=text_field) for path in domains]
-    names = {str(path): docs.name for path, docs in zip(domains, docs_of)}
-    names.update({docs.name: docs.name for docs in docs_of})
-    for name, (domain, task) in loaded.items():
-        if domain not in names:
-            raise SpecplanError(
-                f"--task {domain}={task.path}: domain {domain!r} is not evaluated (--domain gives "
-                f"{', '.join(sorted(set(names.values())))}); attach the task to one of them or "
-                f"add --domain for it")
+    loaded = load_tasks(tasks, {str(path): docs.name for path, docs in zip(domains, docs_of)})
     tokenizer = load_tokenizer(model_dir)
     model = load_model(Path(model_dir))
     shape = shape_of(model)
@@ -293,7 +306,7 @@ def evaluate_model(
            "params": shape.params_total,
            "inference_flops_per_token": shape.inference_flops_per_token()}
     if loaded:
-        out["tasks"] = {name: {"domain": names[domain], **score_task(model, tokenizer, task)}
+        out["tasks"] = {name: {"domain": domain, **score_task(model, tokenizer, task)}
                         for name, (domain, task) in loaded.items()}
     if speed:
         model.config.use_cache = True

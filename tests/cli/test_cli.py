@@ -22,8 +22,7 @@ def run_main(monkeypatch, capsys, *args):
 
 def test_help_everywhere():
     for args in ([], ["data"], ["data", "demo"], ["data", "task"], ["train"], ["eval"], ["run"],
-                 ["plan"],
-                 ["worker"]):
+                 ["plan"], ["worker"]):
         result = invoke(*args, "--help")
         assert result.exit_code == 0 and "Usage" in result.output
 
