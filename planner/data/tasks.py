@@ -25,20 +25,23 @@ _SPACE = re.compile(r"\s")
 def _cut(text: str, rng: random.Random, context_chars: int,
          continuation_chars: int) -> tuple[str, str] | None:
     """A (context, continuation) pair cut at whitespace at a random place, or None when the
-    document is too short. The continuation keeps its leading space (as it follows the text)."""
+    document is too short. Both are the document's text exactly (layout kept: code and verse
+    depend on it), so the context followed by the right continuation is a span of the document;
+    the continuation starts with the whitespace it follows, and both end on word boundaries."""
     spaces = [m.start() for m in _SPACE.finditer(text)
               if context_chars <= m.start() <= len(text) - continuation_chars]
     if not spaces:
         return None
     at = rng.choice(spaces)
     context = text[at - context_chars:at]
-    context = context[context.find(" ") + 1:] if " " in context[:-1] else context
+    first = _SPACE.search(context[:-1])
+    context = context[first.end():] if first else context
     continuation = text[at:at + continuation_chars]
-    end = continuation.rfind(" ")
-    continuation = continuation[:end] if end > 0 else continuation
+    last = max((m.start() for m in _SPACE.finditer(continuation, 1)), default=0)
+    continuation = (continuation[:last] if last else continuation).rstrip()
     if not context.strip() or not continuation.strip():
         return None
-    return " ".join(context.split()), " " + " ".join(continuation.split())
+    return context, continuation
 
 
 def continuation_items(texts: list[str], *, items: int = 100, choices: int = 4,

@@ -18,15 +18,22 @@ def test_items_come_from_their_document_and_distractors_from_others():
         docs, items=30, choices=4, context_chars=80, continuation_chars=30, seed=1)
     assert items != continuation_items(docs, items=30, choices=4, context_chars=80,
                                        continuation_chars=30, seed=2)
-    flat = [" ".join(d.split()) for d in docs]
     for item in items:
         right = item["choices"][item["answer"]]
-        (own,) = [d for d in flat if item["question"] + right in d]
+        (own,) = [d for d in docs if item["question"] + right in d]
         assert len(item["choices"]) == len(set(item["choices"])) == 4
-        assert all(c.startswith(" ") and c.strip() for c in item["choices"])
-        others = " ".join(d for d in flat if d != own)
+        assert all(c[0].isspace() and c.strip() for c in item["choices"])
+        others = " ".join(d for d in docs if d != own)
         assert all(c in others for c in item["choices"] if c != right)
     assert {item["answer"] for item in items} == {0, 1, 2, 3}
+
+
+def test_layout_is_kept():
+    lines = [f"def f{i}(x):\n    return x + {i}\n" * 8 for i in range(6)]
+    for item in continuation_items(lines, items=10, context_chars=60, continuation_chars=30):
+        right = item["choices"][item["answer"]]
+        assert "\n    return" in item["question"]  # 60 characters span lines
+        assert any(item["question"] + right in doc for doc in lines)
 
 
 def test_too_few_documents_is_one_line():
@@ -44,8 +51,7 @@ def test_cli_writes_a_task_of_held_out_documents(corpus_dir, tmp_path, monkeypat
     assert code == 0 and result["items"] == 20 and result["domain"] == "law"
     task = load_task(out)
     assert task.format == "multiple_choice" and len(task.items) == 20
-    held_out = [" ".join(d.split()) for d in split_documents(
-        load_documents(corpus_dir / "law.jsonl").texts)["test"]]
+    held_out = split_documents(load_documents(corpus_dir / "law.jsonl").texts)["test"]
     assert result["documents"] == len(held_out)
     for item in task.items:
         assert any(item.context + item.continuations[item.answer] in d for d in held_out)
