@@ -273,9 +273,9 @@ def load_tasks(tasks: list[tuple[str, str | Path]],
                                 f"(tasks are named by file stem); rename one of the files")
         if str(domain) not in names:
             raise SpecplanError(
-                f"--task {domain}={path}: domain {domain!r} is not evaluated (--domain gives "
+                f"--task {domain}={path}: domain {domain!r} is not evaluated (the domains are "
                 f"{', '.join(sorted(set(names.values())))}); attach the task to one of them or "
-                f"add --domain for it")
+                f"add that domain")
         loaded[task.name] = (names[str(domain)], task)
     return loaded
 

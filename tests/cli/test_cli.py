@@ -129,7 +129,7 @@ def test_eval_task_end_to_end(saved_model, corpus_dir, tmp_path, monkeypatch, ca
 
 
 @pytest.mark.parametrize("task, fragment", [
-    ("bio={tmp}/ok.jsonl", "domain 'bio' is not evaluated (--domain gives law)"),
+    ("bio={tmp}/ok.jsonl", "domain 'bio' is not evaluated (the domains are law)"),
     ("law={tmp}/bad.jsonl", "bad.jsonl:2: answer 3 is out of range for 2 choices"),
     ("law", "--task 'law': write DOMAIN=PATH"),
     ("law={tmp}/missing.jsonl", "missing.jsonl: no such task file"),
