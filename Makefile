@@ -31,8 +31,13 @@ $(STAMP): setup.cfg Makefile
 	fi
 	touch $@
 
+# The held-out legal task is scored on the chosen model beside its perplexity.
 demo: $(STAMP)
-	$(VENV)/bin/specplan --cache $(CACHE) plan --demo --out runs/demo
+	$(VENV)/bin/specplan --cache $(CACHE) data demo > /dev/null
+	$(VENV)/bin/specplan --cache $(CACHE) data task $(CACHE)/demo/legal.jsonl \
+		--out $(CACHE)/demo/legal_task.jsonl
+	$(VENV)/bin/specplan --cache $(CACHE) plan --demo --task legal=$(CACHE)/demo/legal_task.jsonl \
+		--out runs/demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

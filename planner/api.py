@@ -15,6 +15,8 @@ from planner.core.budgets import (
 )
 from planner.core.cost import Ledger
 from planner.data.inputs import Inputs, demo_inputs, load_inputs
+from planner.data.tasks import continuation_items, write_continuation_task
+from planner.engine.tasks import Task, load_task, score_task
 from planner.engine.train import TrainConfig
 from planner.run.config import load_data, make_workspace
 from planner.run.runner import RunReport, evaluate_model, run_strategy, train_once
@@ -26,7 +28,8 @@ from strategies.workspace import Workspace
 
 __all__ = [
     "Budgets", "DataArgs", "InferenceCap", "Inputs", "Ledger", "PlanResult", "PlanSpec",
-    "RunArgs", "RunReport", "TrainConfig", "Workspace", "available", "demo_inputs",
-    "evaluate_model", "get_strategy", "load_data", "load_inputs", "make_workspace",
-    "parse_budget", "parse_inference_budget", "plan", "run_strategy", "train_once", "worker",
+    "RunArgs", "RunReport", "Task", "TrainConfig", "Workspace", "available",
+    "continuation_items", "demo_inputs", "evaluate_model", "get_strategy", "load_data",
+    "load_inputs", "load_task", "make_workspace", "parse_budget", "parse_inference_budget",
+    "plan", "run_strategy", "score_task", "train_once", "worker", "write_continuation_task",
 ]

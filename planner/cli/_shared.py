@@ -183,3 +183,14 @@ def parse_overrides(overrides) -> dict:
         key, value = item.split("=", 1)
         values[key.strip()] = value.strip()
     return values
+
+
+def parse_tasks(tasks) -> list[tuple[str, str]]:
+    """``--task DOMAIN=PATH`` values as (domain, path) pairs."""
+    pairs = []
+    for item in tasks:
+        domain, sep, path = item.partition("=")
+        if not (sep and domain.strip() and path.strip()):
+            raise SpecplanError(f"--task {item!r}: write DOMAIN=PATH, e.g. --task law=law_qa.jsonl")
+        pairs.append((domain.strip(), path.strip()))
+    return pairs

@@ -52,3 +52,31 @@ def data_stats(obj: Ctx, paths, text_field, encoding, seq_len, tokenizer_dir,
                      "MB": round(sum(s["mb"].values()), 2),
                      "duplicates dropped": s["duplicates_dropped"]})
     obj.emit(rows, table(rows))
+
+
+@data.command("task")
+@click.argument("domain_file")
+@click.option("--out", required=True, help="Task file to write (JSONL, multiple choice).")
+@click.option("--items", type=int, default=100, show_default=True,
+              help="Items (held-out documents are reused with new cut places).")
+@click.option("--choices", type=int, default=4, show_default=True, help="Choices per item.")
+@click.option("--context-chars", type=int, default=300, show_default=True,
+              help="Characters of document before each cut.")
+@click.option("--continuation-chars", type=int, default=60, show_default=True,
+              help="Characters of each choice.")
+@click.option("--split", default="test", show_default=True, type=click.Choice(["valid", "test"]),
+              help="Held-out split the documents come from.")
+@click.option("--text-field", default="text", show_default=True, help="JSONL field / column.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.pass_obj
+def data_task(obj: Ctx, domain_file, out, split, text_field, **options) -> None:
+    """A multiple-choice task "which continuation belongs to this document" from a domain's
+    held-out documents (distractors: other held-out documents of the same domain)."""
+    from planner.data.tasks import write_continuation_task
+
+    result = write_continuation_task(domain_file, out, split=split, text_field=text_field,
+                                     **options)
+    obj.emit(result, f"{result['items']} items from {result['documents']} held-out "
+                     f"{result['domain']} documents written to {result['path']}\n"
+                     f"score a model on it: specplan eval MODEL --domain {domain_file} "
+                     f"--task {result['domain']}={result['path']}")

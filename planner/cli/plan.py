@@ -10,6 +10,7 @@ from planner.cli._shared import (
     data_options,
     options_from,
     parse_budgets,
+    parse_tasks,
 )
 from planner.core.args import DataArgs, RunArgs
 from planner.core.errors import SpecplanError
@@ -27,7 +28,8 @@ from planner.core.errors import SpecplanError
                    "`specplan strategies` lists them).")
 @click.option("--trials", type=int, default=None, help="Finished trials, at least 1 (default: "
               "one per strategy, plus two).")
-@click.option("--frontier", is_flag=True, help="Two objectives (perplexity, total cost): Pareto set.")
+@click.option("--frontier", is_flag=True,
+              help="Two objectives (perplexity, total cost): Pareto set.")
 @click.option("--storage", default=None, help="Optuna storage URL (default: OUT/study.journal); "
               "postgresql://... lets workers on several machines share the study.")
 @click.option("--gpus", default="all", show_default=True, help="all, none, or ids like 0,1.")
@@ -36,10 +38,13 @@ from planner.core.errors import SpecplanError
               "(default: those within the inference budget).")
 @options_from(RunArgs)
 @click.option("--pruner", default="asha", show_default=True, help="asha, hyperband or none.")
+@click.option("--task", "tasks", multiple=True, metavar="DOMAIN=PATH",
+              help="A task file of a --domain, scored on the chosen model (plan.json 'tasks'); "
+                   "repeatable.")
 @click.option("--out", required=True, help="Output folder: plan.json, trials.csv, model/.")
 @click.pass_obj
 def plan(obj: Ctx, domains_count, strategies, trials, frontier, storage, gpus, gpus_per_trial,
-         sizes, pruner, out, **options) -> None:
+         sizes, pruner, tasks, out, **options) -> None:
     """Search strategies under the budgets, pick the best, build and export it."""
     from planner.data.demo import DEMO_BUDGETS, DEMO_DOMAIN_TOKENS
     from planner.core.io import writable_folder
@@ -74,7 +79,8 @@ def plan(obj: Ctx, domains_count, strategies, trials, frontier, storage, gpus, g
         frontier=frontier, sizes=admitted_sizes(sizes, budgets, data.vocab_size, data.seq_len),
         pruner=pruner, cache_dir=str(obj.cache),
     )
-    result = run_plan(spec, out, storage=storage, gpus=gpus, gpus_per_trial=gpus_per_trial)
+    result = run_plan(spec, out, storage=storage, gpus=gpus, gpus_per_trial=gpus_per_trial,
+                      tasks=parse_tasks(tasks))
     obj.emit(result.plan, result.summary)
 
 

@@ -8,6 +8,7 @@ import click
 from planner.cli._shared import (
     Ctx,
     apply_config,
+    parse_tasks,
 )
 from planner.core.errors import SpecplanError
 from planner.core.text import ledger_text, table
@@ -58,7 +59,8 @@ def train(ctx, config_path, **opts) -> None:
         phase="specialization" if opts["init"] else "generic",
         budget_flops=parse_budget(opts["budget"], what="--budget", cache_dir=obj.cache)
         if opts["budget"] else None,
-        steps=opts["steps"], tokens=parse_count(opts["tokens"], "--tokens") if opts["tokens"] else None,
+        steps=opts["steps"],
+        tokens=parse_count(opts["tokens"], "--tokens") if opts["tokens"] else None,
         early_stopping=opts["early_stopping"], out_dir=out, seq_len=opts["seq_len"],
         vocab_size=opts["vocab_size"], encoding=opts["encoding"],
         lr=opts["lr"], batch_size=opts["batch_size"], grad_accum=opts["grad_accum"],
@@ -83,16 +85,19 @@ def train(ctx, config_path, **opts) -> None:
 @click.option("--split", default="test", show_default=True, type=click.Choice(["valid", "test"]))
 @click.option("--text-field", default="text", show_default=True)
 @click.option("--no-speed", is_flag=True, help="Skip the inference throughput measurement.")
+@click.option("--task", "tasks", multiple=True, metavar="DOMAIN=PATH",
+              help="A task file (JSONL, multiple choice or cloze) of a --domain; repeatable.")
 @click.pass_obj
-def eval_cmd(obj: Ctx, model_dir, domains, split, text_field, no_speed) -> None:
-    """Perplexity per domain and macro-averaged, and inference throughput and latency."""
+def eval_cmd(obj: Ctx, model_dir, domains, split, text_field, no_speed, tasks) -> None:
+    """Perplexity per domain and macro-averaged, inference throughput and latency, and the
+    accuracy on each --task."""
     from planner.run.runner import evaluate_model
 
     if not Path(model_dir, "config.json").exists():
         raise SpecplanError(f"{model_dir}: not a model folder (no config.json); pass an --out "
                             f"folder of specplan train/run/plan")
     result = evaluate_model(model_dir, list(domains), cache_dir=obj.cache, text_field=text_field,
-                            split=split, speed=not no_speed)
+                            split=split, speed=not no_speed, tasks=parse_tasks(tasks))
     obj.emit(result, eval_text(result))
 
 
@@ -105,4 +110,13 @@ def eval_text(result: dict) -> str:
         s = result["speed"]
         text += (f"\ninference: {s['tokens_per_second']:.0f} tokens/s (batch {s['batch_size']}), "
                  f"{s['latency_ms_per_token']:.2f} ms/token latency (batch 1)")
+    if "tasks" in result:
+        def cell(r, key):
+            return f"{r[key]:.3f}" if key in r else "-"
+
+        rows = [{"task": name, "domain": r["domain"], "format": r["format"], "items": r["items"],
+                 "accuracy": cell(r, "accuracy"), "normalized": cell(r, "normalized_accuracy"),
+                 "target loglik": cell(r, "target_loglik")}
+                for name, r in result["tasks"].items()]
+        text += "\n\n" + table(rows)
     return text

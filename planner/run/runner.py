@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from planner.core.cost import Ledger
-from planner.core.errors import BudgetError
+from planner.core.errors import BudgetError, SpecplanError
 from planner.core.io import atomic_dir, untouched_on_error
 from planner.core.units import format_count
 from planner.data.corpus import load_documents, load_tokenizer, train_tokenizer
@@ -23,6 +23,7 @@ from planner.engine.evaluate import (
     perplexity,
 )
 from planner.engine.models import SIZES, load_model, model_shape, save_model, shape_of
+from planner.engine.tasks import Task, load_task, score_task
 from planner.engine.train import TrainConfig, WindowSampler, evaluate_loss, train
 from strategies import get_strategy
 from strategies.base import CostEstimate, Settings, Strategy, settings_json
@@ -252,24 +253,61 @@ def train_once(
                     perplexity(after), model_dir, shape.describe())
 
 
+def load_tasks(tasks: list[tuple[str, str | Path]],
+               domains: dict[str, str]) -> dict[str, tuple[str, Task]]:
+    """Read ``--task DOMAIN=PATH`` files: task name (file stem) -> (domain name, task).
+
+    ``domains`` maps each domain as the user gave it (a path) to its corpus name; a task may
+    name its domain either way. Called before any model loads or trains, so a mistake costs
+    nothing.
+
+    Raises:
+        SpecplanError: a bad task file, two tasks with one name, or a domain not in ``domains``.
+    """
+    names = {**domains, **{name: name for name in domains.values()}}
+    loaded = {}
+    for domain, path in tasks:
+        task = load_task(path)
+        if task.name in loaded:
+            raise SpecplanError(f"--task {domain}={path}: a second task named {task.name!r} "
+                                f"(tasks are named by file stem); rename one of the files")
+        if str(domain) not in names:
+            raise SpecplanError(
+                f"--task {domain}={path}: domain {domain!r} is not evaluated (the domains are "
+                f"{', '.join(sorted(set(names.values())))}); attach the task to one of them or "
+                f"add that domain")
+        loaded[task.name] = (names[str(domain)], task)
+    return loaded
+
+
 def evaluate_model(
     model_dir: str | Path, domains: list[str | Path], *, cache_dir: Path, text_field: str = "text",
-    split: str = "test", speed: bool = True,
+    split: str = "test", speed: bool = True, tasks: list[tuple[str, str | Path]] = (),
 ) -> dict:
-    """Perplexity of a saved model per domain and macro-averaged, plus inference speed."""
+    """Perplexity of a saved model per domain and macro-averaged, plus inference speed, and
+    its score on each task file (``tasks``: (domain, path) pairs; the domain is a corpus name
+    or path as given in ``domains``).
 
+    Raises:
+        SpecplanError: a bad task file, two tasks with one name, or a task's domain not among
+            ``domains`` (all checked before the model is loaded).
+    """
+    docs_of = [load_documents(path, text_field=text_field) for path in domains]
+    loaded = load_tasks(tasks, {str(path): docs.name for path, docs in zip(domains, docs_of)})
     tokenizer = load_tokenizer(model_dir)
     model = load_model(Path(model_dir))
     shape = shape_of(model)
     windows = {}
-    for path in domains:
-        docs = load_documents(path, text_field=text_field)
+    for docs in docs_of:
         splits = prepared(docs, tokenizer, seq_len=shape.seq_len, cache_dir=cache_dir)
         windows[docs.name] = getattr(splits, split).ids
     ledger = Ledger()
     out = {"perplexity": domain_perplexities(model, windows), "split": split,
            "params": shape.params_total,
            "inference_flops_per_token": shape.inference_flops_per_token()}
+    if loaded:
+        out["tasks"] = {name: {"domain": domain, **score_task(model, tokenizer, task)}
+                        for name, (domain, task) in loaded.items()}
     if speed:
         model.config.use_cache = True
         out["speed"] = measure_inference(

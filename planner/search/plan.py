@@ -22,8 +22,9 @@ from planner.core.text import table
 from planner.engine.devices import gpu_groups, parse_gpus, resolve_device
 from planner.engine.evaluate import macro_perplexity, measure_inference
 from planner.engine.models import load_model
+from planner.engine.tasks import score_task
 from planner.run.results import RESULTS_CSV, write_table
-from planner.run.runner import plan_check, run_strategy
+from planner.run.runner import load_tasks, plan_check, run_strategy
 from planner.search.study import (
     Objective,
     PlanSpec,
@@ -76,6 +77,7 @@ class PlanDoc:
     final_run_seconds: float
     trials: int
     trials_without_results_rows: int
+    tasks: dict = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -116,9 +118,12 @@ def feasibility_report(spec: PlanSpec, inputs, cache_dir: Path) -> list[dict]:
 
 def plan(
     spec: PlanSpec, out_dir: str | Path, *, storage: str | None = None, gpus: str | None = None,
-    gpus_per_trial: int = 1, inputs=None,
+    gpus_per_trial: int = 1, inputs=None, tasks: list[tuple[str, str | Path]] = (),
 ) -> PlanResult:
     """Search, choose and build the specialized model; see the module docstring.
+
+    ``tasks`` are (domain, task file) pairs: checked before the search, scored on the chosen
+    model of their domain (``plan.json``'s ``tasks``), never used to choose.
 
     A failure or an interrupt before the search starts leaves ``out_dir`` as it was; an
     interrupt during the search keeps the finished trials and queues the interrupted one again
@@ -131,6 +136,9 @@ def plan(
     with untouched_on_error(out_dir):
         store = open_storage(storage, out_dir)
         inputs = inputs or load_plan_inputs(spec)
+        given = spec.data.domains if len(spec.data.domains) == len(inputs.domains) else []
+        loaded = load_tasks(tasks, {**{str(p): n for p, n in zip(given, inputs.domains)},
+                                    **{n: n for n in inputs.domains}})
         log.info(f"checking the budgets against {len(spec.strategies)} strategies")
         checks = feasibility_report(spec, inputs, cache_dir)
         if not any(row["ok"] for row in checks):
@@ -161,7 +169,7 @@ def plan(
     search_seconds = time.perf_counter() - started
     log.info("search done: building the chosen model and evaluating it on the test split")
     try:
-        return finish(study, spec, inputs, out_dir, checks, retried, search_seconds)
+        return finish(study, spec, inputs, out_dir, checks, retried, search_seconds, loaded)
     except KeyboardInterrupt:
         raise Interrupted(f"the search finished ({spec.trials} trial(s) kept); re-run the same "
                           f"command to build the chosen model") from None
@@ -193,7 +201,8 @@ def _macro(ppls: dict | None) -> float | None:
     return macro_perplexity(ppls.values())
 
 
-def finish(study, spec, inputs, out_dir: Path, checks, retried, search_seconds) -> PlanResult:
+def finish(study, spec, inputs, out_dir: Path, checks, retried, search_seconds,
+           tasks: dict | None = None) -> PlanResult:
     """Pick the best feasible trial, evaluate it on test, export it, write the reports."""
     import pandas as pd
 
@@ -270,6 +279,7 @@ def finish(study, spec, inputs, out_dir: Path, checks, retried, search_seconds) 
         final_run_seconds=final_seconds,
         trials=len(trials),
         trials_without_results_rows=rowless,
+        tasks=score_chosen(final, ws, inputs.tokenizer, tasks or {}),
     ).to_dict()
     write_json(out_dir / "plan.json", plan_doc)
     return PlanResult(out_dir, plan_doc, summary_text(frame, plan_doc))
@@ -302,6 +312,16 @@ def measure_chosen(report, ws) -> dict:
     speed = measure_inference(model, flops_per_token=report.estimate.inference_flops_per_token,
                               ledger=result.ledger)
     return speed.__dict__
+
+
+def score_chosen(report, ws, tokenizer, tasks: dict) -> dict:
+    """Each task's scores on the exported model of its domain."""
+    models = {d.domain: d.model_dir for d in report.domains}
+    out = {}
+    for name, (domain, task) in tasks.items():
+        model = load_model(Path(models[domain])).to(resolve_device(ws.train.device))
+        out[name] = {"domain": domain, **score_task(model, tokenizer, task)}
+    return out
 
 
 def why_text(best, runner_up, n_domains: int) -> str:
@@ -361,6 +381,9 @@ def summary_text(frame, plan_doc: dict) -> str:
     lines.append(f"reference study's guidance: {g['strategy']} ({g['reason']}); "
                  f"{'this plan agrees' if g['agrees'] else 'this plan differs at this scale'}")
     lines.append(f"model: {', '.join(p['model_dirs'].values())}")
+    for name, r in p.get("tasks", {}).items():
+        lines.append(f"task {name} ({r['domain']}, {r['items']} items): accuracy "
+                     f"{r['accuracy']:.3f}")
     if p.get("trials_without_results_rows"):
         lines.append(f"results.csv leaves out {p['trials_without_results_rows']} trial(s) "
                      "finished by an older specplan (no per-domain rows were recorded)")

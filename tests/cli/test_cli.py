@@ -5,6 +5,7 @@ import pytest
 from click.testing import CliRunner
 
 from planner.cli import cli, main
+from tests.conftest import specplan
 
 
 def invoke(*args):
@@ -20,8 +21,8 @@ def run_main(monkeypatch, capsys, *args):
 
 
 def test_help_everywhere():
-    for args in ([], ["data"], ["data", "demo"], ["train"], ["eval"], ["run"], ["plan"],
-                 ["worker"]):
+    for args in ([], ["data"], ["data", "demo"], ["data", "task"], ["train"], ["eval"], ["run"],
+                 ["plan"], ["worker"]):
         result = invoke(*args, "--help")
         assert result.exit_code == 0 and "Usage" in result.output
 
@@ -87,3 +88,59 @@ def test_undecodable_and_tiny_corpora(tmp_path, monkeypatch, capsys):
     err = "".join(line for line in err.splitlines(keepends=True)
                   if not line.startswith("specplan: "))  # progress lines come first
     assert code != 0 and err.count("\n") == 1
+
+
+@pytest.fixture
+def saved_model(corpus_dir, tmp_path):
+    """A random-init tiny model and its tokenizer, saved with save_pretrained as eval reads."""
+    from planner.data.corpus import load_documents, train_tokenizer
+    from planner.engine.models import model_shape
+
+    tokenizer = train_tokenizer(load_documents(corpus_dir / "generic.jsonl").texts,
+                                vocab_size=300, cache_dir=tmp_path / "cache")
+    folder = tmp_path / "model"
+    model_shape("tiny", vocab_size=len(tokenizer), seq_len=32).build(seed=0).save_pretrained(
+        folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_eval_task_end_to_end(saved_model, corpus_dir, tmp_path, monkeypatch, capsys):
+    mc = tmp_path / "law_qa.jsonl"
+    mc.write_text("".join(json.dumps({"question": f"law document {i}: the court",
+                                      "choices": [" shall", " protein", " lambda"], "answer": 0})
+                          + "\n" for i in range(5)))
+    cloze = tmp_path / "law_cloze.jsonl"
+    cloze.write_text(json.dumps({"prompt": "the court", "target": " shall"}) + "\n")
+    law = str(corpus_dir / "law.jsonl")
+    args = ["--cache", str(tmp_path / "cache"), "eval", str(saved_model), "--domain", law,
+            "--no-speed", "--task", f"law={mc}", "--task", f"{law}={cloze}"]
+    code, out, _ = specplan(monkeypatch, capsys, "--json", *args)
+    tasks = json.loads(out)["tasks"]
+    assert code == 0 and set(tasks) == {"law_qa", "law_cloze"}
+    qa, cl = tasks["law_qa"], tasks["law_cloze"]
+    assert qa["domain"] == cl["domain"] == "law" and qa["items"] == 5 and cl["items"] == 1
+    assert qa["format"] == "multiple_choice" and qa["accuracy"] in (0.0, 1.0)  # 5 equal items
+    assert qa["chance"] == pytest.approx(1 / 3) and 0 <= qa["normalized_accuracy"] <= 1
+    assert cl["format"] == "cloze" and cl["exact_match"] == cl["accuracy"] == 0.0
+    assert cl["target_loglik"] < -3  # a random model: about log(1/300) per token
+    code, out, _ = specplan(monkeypatch, capsys, *args)
+    assert code == 0 and "law_qa" in out and "law_cloze" in out and "accuracy" in out
+
+
+@pytest.mark.parametrize("task, fragment", [
+    ("bio={tmp}/ok.jsonl", "domain 'bio' is not evaluated (the domains are law)"),
+    ("law={tmp}/bad.jsonl", "bad.jsonl:2: answer 3 is out of range for 2 choices"),
+    ("law", "--task 'law': write DOMAIN=PATH"),
+    ("law={tmp}/missing.jsonl", "missing.jsonl: no such task file"),
+])
+def test_eval_task_bad_input_is_one_line(task, fragment, saved_model, corpus_dir, tmp_path,
+                                         monkeypatch, capsys):
+    item = {"question": "q", "choices": ["a", "b"], "answer": 0}
+    (tmp_path / "ok.jsonl").write_text(json.dumps(item) + "\n")
+    (tmp_path / "bad.jsonl").write_text(json.dumps(item) + "\n" + json.dumps({**item, "answer": 3}))
+    code, out, err = specplan(monkeypatch, capsys, "--cache", str(tmp_path / "c"), "eval",
+                              str(saved_model), "--domain", str(corpus_dir / "law.jsonl"),
+                              "--no-speed", "--task", task.format(tmp=tmp_path))
+    assert code == 2 and out == "" and fragment in err and err.count("\n") == 1
+    assert not (tmp_path / "c").exists()  # refused before any corpus is tokenized

@@ -35,8 +35,14 @@ def test_plan_chooses_builds_and_reports(tiny_inputs, tmp_path):
     # Priced for 50 domains, under a cap the large model breaks: the study's guidance is
     # importance sampling (50 x 2e9 specialization FLOPs reach the 8e9 of pretraining).
     spec = spec_for(tmp_path / "cache", domains_count=50, inference={"params": 200_000})
-    result = plan(spec, tmp_path / "out", inputs=inputs)
+    task = tmp_path / "law_qa.jsonl"
+    task.write_text(json.dumps({"question": "law document 3: the court",
+                                "choices": [" shall", " protein", " lambda"], "answer": 0}))
+    result = plan(spec, tmp_path / "out", inputs=inputs, tasks=[("law", task)])
     doc = json.loads((tmp_path / "out" / "plan.json").read_text())
+    qa = doc["tasks"]["law_qa"]  # scored on the chosen model, recorded beside its perplexity
+    assert qa["domain"] == "law" and qa["items"] == 1 and qa["accuracy"] in (0.0, 1.0)
+    assert "task law_qa (law, 1 items): accuracy" in result.summary
     assert doc["strategy"] in STRATEGIES
     assert doc["perplexity"]["test"]["law"] > 1
     assert doc["measured_cost"]["generic_flops"] <= 8e9
@@ -259,3 +265,16 @@ def test_a_killed_trial_resumes_its_pretraining_from_the_last_checkpoint(corpus_
     one_step = before["flops"] / killed_at
     assert 6e10 - one_step < before["flops"] + now["flops"] <= 6e10
     assert not list((cache / "checkpoints").glob("*/*"))  # spent once the artifact is built
+
+
+def test_plan_refuses_a_task_of_another_domain_before_searching(tiny_inputs, tmp_path):
+    from planner.search.plan import plan
+
+    inputs = type(tiny_inputs)(tiny_inputs.generic, {"law": tiny_inputs.domains["law"]},
+                               tiny_inputs.tokenizer)
+    task = tmp_path / "bio_qa.jsonl"
+    task.write_text(json.dumps({"question": "q", "choices": ["a", "b"], "answer": 1}))
+    with pytest.raises(SpecplanError, match="domain 'bio' is not evaluated .*are law"):
+        plan(spec_for(tmp_path / "cache"), tmp_path / "out", inputs=inputs,
+             tasks=[("bio", task)])
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())

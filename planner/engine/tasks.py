@@ -1,0 +1,239 @@
+"""Domain tasks: judge a model by the questions its users ask, not only by perplexity.
+
+A task is a JSONL file, one item per line, in one of two formats (told apart by the first item):
+
+- multiple choice: ``{"question": str, "choices": [str, ...], "answer": int}`` (``answer``
+  indexes ``choices``). Each choice is scored by its log-likelihood as the continuation of the
+  question, written exactly as given (put the separating space at the start of each choice,
+  ``" Paris"``). ``accuracy``: the most likely choice is the answer; ``normalized_accuracy``:
+  the same with the log-likelihood divided by the choice's length in characters (as
+  lm-evaluation-harness's ``acc_norm``), so long choices are not penalised for their length.
+- cloze: ``{"prompt": str, "target": str}``. ``exact_match``: greedy decoding from the prompt
+  reproduces the target's tokens; ``target_loglik``: the target's mean log-likelihood per token
+  (nats), averaged over items.
+
+Every context starts with the tokenizer's eos token (documents are joined by eos in training,
+so it marks a document start). A context longer than the model's window is cut from the left
+(its oldest tokens go; ``truncated`` counts such items); a choice or target that alone does not
+fit the window is an error.
+
+Scoring is batched: every (context, continuation) pair becomes one row, rows are sorted by
+length and right-padded, and one forward pass per batch gives both the log-likelihoods and the
+greedy check (greedy decoding reproduces a continuation exactly when every continuation token is
+the argmax given the tokens before it, so no generation loop is needed).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from planner.core.errors import SpecplanError
+
+FORMATS = {
+    "multiple_choice": ("question", "choices", "answer"),
+    "cloze": ("prompt", "target"),
+}
+_HELP = ("write one JSON object per line: {\"question\": ..., \"choices\": [...], \"answer\": "
+         "INDEX} (multiple choice) or {\"prompt\": ..., \"target\": ...} (cloze)")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One task item: a context and its candidate continuations (one for cloze)."""
+
+    line: int
+    context: str
+    continuations: tuple[str, ...]
+    answer: int = 0
+
+
+@dataclass(frozen=True)
+class Task:
+    """A validated task file: its name (the file stem), format and items."""
+
+    name: str
+    path: str
+    format: str
+    items: tuple[Item, ...]
+
+
+def _fail(where: str, problem: str, fix: str) -> SpecplanError:
+    return SpecplanError(f"{where}: {problem}; {fix}")
+
+
+def _text(record: dict, key: str, where: str) -> str:
+    value = record[key]
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(where, f"field {key!r} must be a non-blank string, got {value!r}",
+                    f"give the {key} text")
+    return value
+
+
+def _item(record: Any, fmt: str, where: str, line: int) -> Item:
+    if not isinstance(record, dict):
+        raise _fail(where, f"a {type(record).__name__}, not a JSON object", _HELP)
+    missing = [k for k in FORMATS[fmt] if k not in record]
+    if missing:
+        raise _fail(where, f"missing field {missing[0]!r} ({fmt} items need "
+                    f"{', '.join(FORMATS[fmt])}, as the first item)", f"add {missing[0]!r}")
+    if fmt == "cloze":
+        return Item(line, _text(record, "prompt", where), (_text(record, "target", where),))
+    choices, answer = record["choices"], record["answer"]
+    if not isinstance(choices, list) or len(choices) < 2:
+        raise _fail(where, f"'choices' must be a list of at least 2 strings, got {choices!r}",
+                    "list the candidate answers")
+    for index, choice in enumerate(choices):
+        if not isinstance(choice, str) or not choice.strip():
+            raise _fail(where, f"choice {index} is empty ({choice!r})",
+                        "give every choice some text or remove it")
+    if isinstance(answer, bool) or not isinstance(answer, int):
+        raise _fail(where, f"'answer' must be an integer index into 'choices', got {answer!r}",
+                    f"give 0..{len(choices) - 1}")
+    if not 0 <= answer < len(choices):
+        raise _fail(where, f"answer {answer} is out of range for {len(choices)} choices",
+                    f"give an index 0..{len(choices) - 1} (counted from 0)")
+    return Item(line, _text(record, "question", where), tuple(choices), answer)
+
+
+def load_task(path: str | os.PathLike[str]) -> Task:
+    """Read and validate a task file (format: the module docstring).
+
+    Raises:
+        SpecplanError: a missing or blank file, a line that is not JSON, an unknown format, a
+            missing field, an empty choice or an answer out of range; the line names the file
+            and line number and says how to fix it.
+    """
+    source = Path(path)
+    if not source.is_file():
+        raise SpecplanError(f"{source}: no such task file; check the path after DOMAIN=")
+    try:
+        lines = source.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise SpecplanError(f"{source}: not UTF-8 text ({err.reason} at byte {err.start}); "
+                            f"save the task file as UTF-8 JSONL") from None
+    fmt, items = None, []
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        where = f"{source}:{number}"
+        try:
+            record = json.loads(raw)
+        except json.JSONDecodeError as err:
+            raise _fail(where, f"not valid JSON ({err.msg})", _HELP) from None
+        if fmt is None:
+            keys = record.keys() if isinstance(record, dict) else ()
+            fmt = ("multiple_choice" if "choices" in keys else "cloze" if "prompt" in keys
+                   else None)
+            if fmt is None:
+                raise _fail(where, f"unknown task format (keys {sorted(keys)})", _HELP)
+        items.append(_item(record, fmt, where, number))
+    if not items:
+        raise _fail(str(source), "blank task file, no items", _HELP)
+    return Task(source.stem, str(source), fmt, tuple(items))
+
+
+def _encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
+    return tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+
+
+def _rows(task: Task, tokenizer: Any, window: int) -> tuple[list[list[int]], list[int], int]:
+    """Token rows (eos + context + continuation, cut to ``window`` from the left), the length of
+    each row's continuation, and how many items had their context cut."""
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise SpecplanError(f"tokenizer {type(tokenizer).__name__} has no eos token; set "
+                            f"tokenizer.eos_token")
+    contexts = _encode(tokenizer, [item.context for item in task.items])
+    continuations = _encode(tokenizer, [c for item in task.items for c in item.continuations])
+    rows, lengths, truncated, at = [], [], 0, 0
+    for item, context in zip(task.items, contexts):
+        cut = False
+        for text in item.continuations:
+            cont = continuations[at]
+            at += 1
+            if len(cont) + 1 > window:
+                raise _fail(f"{task.path}:{item.line}",
+                            f"continuation {text[:40]!r} is {len(cont)} tokens, longer than the "
+                            f"model's window of {window} tokens less one for context",
+                            "shorten the choice or target")
+            row = [eos, *context, *cont]
+            cut |= len(row) > window
+            rows.append(row[-window:])
+            lengths.append(len(cont))
+        truncated += cut
+    return rows, lengths, truncated
+
+
+@torch.no_grad()
+def _score_rows(model: torch.nn.Module, rows: list[list[int]], lengths: list[int],
+                batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's continuation log-likelihood (summed over its last ``lengths`` tokens) and
+    whether greedy decoding reproduces it, one forward pass per batch of similar lengths."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
+    loglik = torch.empty(len(rows), dtype=torch.float64)
+    greedy = torch.empty(len(rows), dtype=torch.bool)
+    for start in range(0, len(order), batch_size):
+        chosen = order[start:start + batch_size]
+        width = len(rows[chosen[0]])
+        ids = torch.zeros(len(chosen), width, dtype=torch.long)
+        attention = torch.zeros_like(ids)
+        target = torch.zeros(len(chosen), width, dtype=torch.bool)  # continuation tokens
+        for b, i in enumerate(chosen):
+            n = len(rows[i])
+            ids[b, :n] = torch.tensor(rows[i])
+            attention[b, :n] = 1
+            target[b, n - lengths[i]:n] = True
+        ids, attention, target = ids.to(device), attention.to(device), target.to(device)
+        logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()
+        next_ids, scored = ids[:, 1:], target[:, 1:]
+        logp = torch.log_softmax(logits, dim=-1).gather(-1, next_ids.unsqueeze(-1)).squeeze(-1)
+        hit = logits.argmax(-1) == next_ids
+        index = torch.tensor(chosen)
+        loglik[index] = (logp * scored).sum(1).double().cpu()
+        greedy[index] = (hit | ~scored).all(1).cpu()
+    model.train(was_training)
+    return loglik, greedy
+
+
+def score_task(model: torch.nn.Module, tokenizer: Any, task: Task, *,
+               batch_size: int = 32) -> dict[str, Any]:
+    """Score ``model`` on ``task`` (metrics: the module docstring).
+
+    Returns:
+        ``format``, ``items``, ``truncated`` and ``accuracy`` (for cloze, the exact match),
+        plus ``normalized_accuracy`` and ``chance`` (multiple choice) or ``exact_match`` and
+        ``target_loglik`` (cloze).
+
+    Raises:
+        SpecplanError: a choice or target longer than the model's window.
+    """
+    window = int(model.config.max_position_embeddings)
+    rows, lengths, truncated = _rows(task, tokenizer, window)
+    loglik, greedy = _score_rows(model, rows, lengths, batch_size)
+    out: dict[str, Any] = {"format": task.format, "items": len(task.items),
+                           "truncated": truncated}
+    if task.format == "cloze":
+        per_token = loglik / torch.tensor(lengths, dtype=torch.float64)
+        exact = greedy.double().mean().item()
+        return {**out, "accuracy": exact, "exact_match": exact,
+                "target_loglik": per_token.mean().item()}
+    raw = norm = 0
+    at = 0
+    for item in task.items:
+        k = len(item.continuations)
+        scores = loglik[at:at + k]
+        chars = torch.tensor([len(c) for c in item.continuations], dtype=torch.float64)
+        raw += int(scores.argmax()) == item.answer
+        norm += int((scores / chars).argmax()) == item.answer
+        at += k
+    n = len(task.items)
+    return {**out, "accuracy": raw / n, "normalized_accuracy": norm / n,
+            "chance": sum(1 / len(item.continuations) for item in task.items) / n}
