@@ -67,7 +67,7 @@ from planner.core.io import (
 )
 from planner.core.units import format_count, parse_count
 from planner.engine.devices import parse_gpus, resolve_device
-from planner.engine.models import SIZES
+from planner.engine.models import check_size
 from planner.run.config import check_run_args, load_data, make_workspace
 from planner.run.results import (
     append_rows,
@@ -227,9 +227,10 @@ def _parse(data: dict, source: str, base_dir: Path | None) -> SweepConfig:
         raise SpecplanError(f"{source}: unknown key(s) sizes.{', sizes.'.join(extra)}; "
                             f"valid: sizes.large, sizes.small")
     for role, size in sizes.items():
-        if size not in SIZES:
-            raise SpecplanError(f"{source}: sizes.{role} = {size!r} is not a model size; "
-                                f"choose one of {', '.join(SIZES)}")
+        try:
+            check_size(str(size), large=role == "large")
+        except SpecplanError as err:
+            raise SpecplanError(f"{source}: sizes.{role} = {size!r}: {err}") from None
         values[role] = size
 
     settings = data.get("settings", {})
@@ -336,7 +337,7 @@ def load_context(config: SweepConfig, cache_dir: Path) -> SweepContext:
     """
 
     cache_dir = Path(cache_dir)
-    inputs = load_data(config.data, cache_dir)
+    inputs = load_data(config.data, cache_dir, base=config.run.base)
     cuts = {tokens: {name: splits.cut(tokens, seed=config.run.seed)
                      for name, splits in inputs.domains.items()}
             for tokens in config.domain_tokens}

@@ -20,6 +20,7 @@ from strategies import distill  # noqa: F401  (registers slm-d)
 from strategies import importance  # noqa: F401  (registers slm-is)
 from strategies import mixture  # noqa: F401  (registers slm-mix)
 from strategies import projected  # noqa: F401  (registers slm-pn, slm-hn)
+from strategies import prune  # noqa: F401  (registers slm-prune)
 # isort: on
 
 __all__ = ["FAMILIES", "Strategy", "available", "describe", "family_of", "get_strategy",

@@ -160,7 +160,7 @@ FAMILIES = ("small", "no-pretraining", "large", "importance-sampling", "experts"
 
 #: Class attributes that callers outside strategies/ select on instead of comparing names.
 TRAITS = ("family", "has_generic_phase", "pretrains_in_specialization",
-          "respects_inference_budget", "deploys_large")
+          "respects_inference_budget", "deploys_large", "accepts_base")
 
 
 class Strategy(ABC):
@@ -170,8 +170,9 @@ class Strategy(ABC):
     them rather than knowing names: ``family`` (one of :data:`FAMILIES`, how the study groups
     methods), ``has_generic_phase`` (a shared pretraining artifact), ``pretrains_in_specialization``
     (its broad pretraining is paid per domain, so specialization tokens are not fine-tuning),
-    ``respects_inference_budget`` (False for a reference point that may break it) and
-    ``deploys_large`` (the deployed model is the large size).
+    ``respects_inference_budget`` (False for a reference point that may break it),
+    ``deploys_large`` (the deployed model is the large size) and ``accepts_base`` (it can start
+    from a ``--base`` checkpoint: :meth:`Workspace.initial_model`).
     """
 
     name: ClassVar[str]
@@ -182,6 +183,7 @@ class Strategy(ABC):
     has_generic_phase: ClassVar[bool] = True
     pretrains_in_specialization: ClassVar[bool] = False
     deploys_large: ClassVar[bool] = False
+    accepts_base: ClassVar[bool] = False
 
     def settings(self, values: dict | None = None) -> Settings:
         return self.settings_cls.from_dict(values or {}, strategy=self.name)
@@ -325,3 +327,14 @@ def step_flops(shape: ModelShape, ws: "Workspace") -> float:
     return ws.train.tokens_per_step(ws.seq_len) * shape.train_flops_per_token()
 
 
+def absorb(ledger: Ledger, part: Ledger, role: str, *, cached: bool = False) -> None:
+    """Copy a part's ledger lines into ``ledger`` under its role (a strategy built of parts:
+    teachers, a large model to prune).
+
+    A cached artifact's lines keep their FLOPs (the recipe's cost counts its teachers, as the
+    reference study does) with device ``cache``, so compute spent now can be told apart.
+    """
+    suffix = " [cached artifact]" if cached else ""
+    for e in part.entries:
+        ledger.charge(e.phase, label=f"{role}: {e.label}{suffix}", tokens=e.tokens, flops=e.flops,
+                      seconds=e.seconds, device="cache" if cached else e.device)

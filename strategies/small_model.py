@@ -35,6 +35,7 @@ class SmallModelStrategy(Strategy):
     settings_cls = PretrainSettings
     summary = "small model: generic pretraining, then fine-tuning with early stopping"
     size_attr: ClassVar[str] = "small"
+    accepts_base = True
 
     def shape(self, ws):
         return ws.shape(getattr(ws, self.size_attr))
@@ -42,15 +43,20 @@ class SmallModelStrategy(Strategy):
     def estimate(self, settings, ws) -> CostEstimate:
         shape = self.shape(ws)
         one_step = step_flops(shape, ws)
+        pretrained = ws.base is not None  # the base is the pretrained model: nothing to train
         return CostEstimate(
-            generic_flops=(ws.budgets.pretrain_flops // one_step) * one_step,
+            generic_flops=ws.base_cost if pretrained else
+            (ws.budgets.pretrain_flops // one_step) * one_step,
             spec_flops=(ws.budgets.spec_flops // one_step) * one_step,
             inference_flops_per_token=shape.inference_flops_per_token(),
             params_inference=shape.params_total, params_pretrain=shape.params_total,
-            min_generic_flops=one_step, min_spec_flops=one_step,
+            min_generic_flops=0.0 if pretrained else one_step, min_spec_flops=one_step,
         )
 
     def pretrain(self, settings, ws, folder: Path) -> dict:
+        if ws.base is not None:  # the artifact is the base itself: no copy of its weights
+            ws.charge_base()
+            return {"base": str(ws.base.folder)}
         shape = self.shape(ws)
         model = shape.build(seed=ws.train.seed)
         result = ws.pretrain_model(
@@ -63,7 +69,7 @@ class SmallModelStrategy(Strategy):
 
     def specialize(self, settings, artifact: Artifact, domain, ws) -> Specialized:
         shape = self.shape(ws)
-        model = load_model(artifact.folder)
+        model = ws.initial_model(shape) if ws.base is not None else load_model(artifact.folder)
         before, result = ws.finetune(
             model, domain, settings, flops_per_token=shape.train_flops_per_token(),
             max_flops=ws.budgets.spec_flops,
@@ -86,6 +92,7 @@ class LargeModelStrategy(SmallModelStrategy):
     size_attr = "large"
     respects_inference_budget = False
     deploys_large = True
+    accepts_base = False
 
 
 @register

@@ -18,10 +18,11 @@ from typing import Callable
 import torch
 
 from planner.core.cost import Ledger
-from planner.core.errors import SpecplanError
 from planner.core.io import atomic_dir, content_hash, file_lock, write_json
 from planner.data.clustering import clustering_fit_flops, fit_clustering, get_embedder
-from planner.engine.models import SIZES, ModelShape, model_shape
+from planner.core.errors import SpecplanError
+from planner.engine.checkpoints import Checkpoint
+from planner.engine.models import ModelShape, model_shape, size_name
 from planner.engine.train import (
     TrainConfig,
     TrainResult,
@@ -48,8 +49,11 @@ class Workspace:
         tokenizer: its tokenizer (exported next to every model).
         budgets: ``strategies.base.Budgets``.
         cache_dir: where artifacts and clusterings are cached.
-        small: size of the deployed model (the inference budget's size).
-        large: size of the large model (``llm``, distillation teachers).
+        small: size of the deployed model (the inference budget's size): a preset name, a
+            ``key=value`` spec or a model config folder (``planner.engine.models.model_shape``).
+        large: size of the large model (``llm``, distillation teachers): the same, or a
+            parameter ratio to the deployed model (``6x``, the study's); kept as the concrete
+            size it resolves to.
         train: template for every training run (batch size, device, precision, seed...).
         embedder: clustering embedder (``hashed`` or ``minilm``).
         on_eval: called ``(step, tokens, val_loss)`` during fine-tuning (pruning hooks).
@@ -70,7 +74,7 @@ class Workspace:
     budgets: object
     cache_dir: Path
     small: str = "small"
-    large: str = "large"
+    large: str = "6x"
     train: TrainConfig = field(default_factory=TrainConfig)
     embedder: str = "hashed"
     on_eval: Callable[[int, int, float], None] | None = None
@@ -78,13 +82,19 @@ class Workspace:
     clusterings: dict = field(default_factory=dict, repr=False)
     cross_process_locks: bool = False
     building: str | None = None
+    base: Checkpoint | None = None
+    base_cost: float = 0.0
 
     def __post_init__(self) -> None:
         self.cache_dir = Path(self.cache_dir)
-        for size in (self.small, self.large):
-            if size not in SIZES:
-                raise SpecplanError(f"unknown model size {size!r}; choose one of "
-                                    f"{', '.join(SIZES)}")
+        if self.base is not None and self.base.shape.vocab_size < self.vocab_size:
+            raise SpecplanError(f"--base {self.base.folder}: its tokenizer has {self.vocab_size} "
+                                f"tokens, more than its {self.base.shape.vocab_size} embeddings")
+        small = self.shape(self.small)  # refuses a size that names no shape
+        # The large model as a concrete size (a ratio like ``6x`` scales the deployed model
+        # once, here), so that a copy for another deployed size keeps the same large model.
+        self.large = size_name(model_shape(self.large, vocab_size=self.vocab_size,
+                                           seq_len=self.seq_len, relative_to=small))
 
     @property
     def seq_len(self) -> int:
@@ -95,7 +105,25 @@ class Workspace:
         return len(self.tokenizer)
 
     def shape(self, size: str) -> ModelShape:
+        """The shape a size names at this plan's vocabulary and window; the base's own shape
+        (its vocabulary) when the deployed model starts from a base checkpoint."""
+        if self.base is not None and size == str(self.base.folder):
+            return self.base.shape
         return model_shape(size, vocab_size=self.vocab_size, seq_len=self.seq_len)
+
+    def initial_model(self, shape: ModelShape) -> torch.nn.Module:
+        """Where a deployed-size model's training starts: the base checkpoint's weights when
+        the plan has one, else fresh weights of ``shape`` (seeded)."""
+        return self.base.load() if self.base is not None else shape.build(seed=self.train.seed)
+
+    def charge_base(self) -> float:
+        """Charge the base's own pretraining to ``generic``: 0 FLOPs, a sunk cost, unless
+        ``--base-cost`` counts it (for comparisons by total cost). Returns the FLOPs."""
+        label = ("base checkpoint pretraining (--base-cost)" if self.base_cost
+                 else "base checkpoint (sunk cost)")
+        self.ledger.charge("generic", label=label, tokens=0, flops=self.base_cost, seconds=0.0,
+                           device="sunk")
+        return self.base_cost
 
     def train_config(self, **overrides) -> TrainConfig:
         """The template with this run's stops and rates (always one fresh object)."""
@@ -171,6 +199,7 @@ class Workspace:
             json.dumps([self.shape(self.small).to_dict(), self.shape(self.large).to_dict()]),
             json.dumps(template, sort_keys=True),
             self.embedder,
+            *([self.base.fingerprint, repr(self.base_cost)] if self.base is not None else []),
         )
 
     def artifact(self, strategy, settings):
@@ -228,7 +257,8 @@ class Workspace:
         inside an artifact build, checkpointed and resumed (see ``building``)."""
         cfg = self.train_config(lr=lr, max_flops=max_flops, **self.checkpointing(label))
         source = WindowSampler(windows, cfg.batch_size, cfg.grad_accum, seed=cfg.seed, order=order)
-        extra = {"loss_fn": loss_fn} if loss_fn else {}
+        # a distillation loss trains; validation stays the plain LM loss (a perplexity)
+        extra = {"loss_fn": loss_fn, "eval_loss_fn": lm_loss} if loss_fn else {}
         return train(
             model, source, cfg, seq_len=self.seq_len, flops_per_token=flops_per_token,
             ledger=self.ledger, phase=phase, label=label,

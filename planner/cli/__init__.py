@@ -18,7 +18,7 @@ import threading
 
 import click
 
-from planner.cli import data, experiments, forecast, plan, run, strategies, train
+from planner.cli import data, experiments, forecast, models, plan, run, strategies, train
 from planner.cli._shared import DEFAULT_CACHE, Ctx
 from planner.core.errors import Interrupted, SpecplanError
 
@@ -34,7 +34,8 @@ def cli(ctx: click.Context, cache: str, as_json: bool) -> None:
     ctx.obj = Ctx(cache, as_json)
 
 
-for command in (data.data, train.train, train.eval_cmd, strategies.strategies_cmd, run.run,
+for command in (data.data, train.train, train.eval_cmd, strategies.strategies_cmd,
+                models.models_cmd, run.run,
                 plan.plan, plan.worker, experiments.sweep, experiments.plot, experiments.report,
                 forecast.forecast_cmd):
     cli.add_command(command)

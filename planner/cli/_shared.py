@@ -82,14 +82,15 @@ def budget_options(f):
 
 def parse_budgets(obj: Ctx, pretrain_budget, spec_budget, inference_budget, domain_tokens,
                   utilization, domains_count: int = 1, defaults: dict | None = None,
-                  yes: bool = False, spend_on: str | None = None):
+                  yes: bool = False, spend_on: str | None = None, base: str | None = None):
     """The budgets of a command; ``spend_on`` (a device name) when the command will spend
-    them there, so a budget beyond a year of that device is refused unless ``yes``."""
+    them there, so a budget beyond a year of that device is refused unless ``yes``. With a
+    ``base`` checkpoint nothing is pretrained: the pretraining budget defaults to 0."""
     from planner.core.budgets import Budgets, parse_budget, parse_inference_budget
     from planner.core.units import parse_count
 
     defaults = defaults or {}
-    pretrain_budget = pretrain_budget or defaults.get("pretrain")
+    pretrain_budget = pretrain_budget or ("0" if base else defaults.get("pretrain"))
     spec_budget = spec_budget or defaults.get("spec")
     if pretrain_budget is None or spec_budget is None:
         raise SpecplanError("--pretrain-budget and --spec-budget are required (e.g. 2e13, 10m@cpu)")

@@ -172,7 +172,7 @@ def _calibration_path(cache: Path, inputs, domain_tokens: int) -> Path:
 @data_options
 @click.option("--sizes", default=None, help="--calibrate: proxy model sizes, e.g. tiny,small "
               "(default: ladder sizes within the inference budget).")
-@options_from(RunArgs, skip=("large",))
+@options_from(RunArgs, skip=("large", "base", "base_cost", "allow_pickle"))
 @click.option("--max-extrapolation", type=float, default=10.0, show_default=True,
               help="Refuse targets beyond this factor of the largest measured run, per axis.")
 @click.option("--n-boot", type=int, default=40, show_default=True,

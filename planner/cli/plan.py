@@ -34,8 +34,10 @@ from planner.core.errors import SpecplanError
               "postgresql://... lets workers on several machines share the study.")
 @click.option("--gpus", default="all", show_default=True, help="all, none, or ids like 0,1.")
 @click.option("--gpus-per-trial", type=int, default=1, show_default=True)
-@click.option("--sizes", default=None, help="Deployed sizes to search, e.g. tiny,small "
-              "(default: those within the inference budget).")
+@click.option("--sizes", default=None, help="Deployed sizes to search: presets, config "
+              "folders or specs, e.g. tiny,small or 'small;d=96,layers=4,heads=3,ff=384' "
+              "(';' between sizes when a spec has commas; default: the largest ladder size "
+              "within the inference budget).")
 @options_from(RunArgs)
 @click.option("--pruner", default="asha", show_default=True, help="asha, hyperband or none.")
 @click.option("--task", "tasks", multiple=True, metavar="DOMAIN=PATH",
@@ -51,7 +53,7 @@ def plan(obj: Ctx, domains_count, strategies, trials, frontier, storage, gpus, g
     from planner.run.config import check_run_args
     from planner.search.plan import plan as run_plan
     from planner.search.study import PlanSpec
-    from strategies import available, get_strategy
+    from strategies import available, get_strategy, strategies_with
 
     if trials is not None and trials < 1:
         raise SpecplanError(f"--trials {trials}: must be at least 1 (leave it out for one per "
@@ -65,10 +67,17 @@ def plan(obj: Ctx, domains_count, strategies, trials, frontier, storage, gpus, g
     budgets = parse_budgets(obj, **options, domains_count=domains_count,
                             defaults=DEMO_BUDGETS if data.demo else None,
                             spend_on="cuda" if gpus != "none" and gpus_available() else
-                            run_args.device)
-    names = [s.strip() for s in strategies.split(",")] if strategies else available()
+                            run_args.device, base=run_args.base)
+    takers = strategies_with(accepts_base=True) if run_args.base else available()
+    names = [s.strip() for s in strategies.split(",")] if strategies else takers
     for name in names:
         get_strategy(name)  # unknown names fail here, before any data is loaded
+        if name not in takers:
+            raise SpecplanError(f"--strategies: {name} does not start from a --base checkpoint "
+                                f"yet; strategies that do: {', '.join(takers)}")
+    if run_args.base and sizes:
+        raise SpecplanError("--sizes: the deployed model is the --base checkpoint; leave "
+                            "--sizes out")
     spec = PlanSpec(
         data=data, run=run_args, pretrain_flops=budgets.pretrain_flops,
         spec_flops=budgets.spec_flops, inference=budgets.inference.__dict__,
@@ -76,7 +85,8 @@ def plan(obj: Ctx, domains_count, strategies, trials, frontier, storage, gpus, g
         domains_count=domains_count, strategies=names,
         # the demo stays within minutes
         trials=trials if trials is not None else len(names) + (1 if data.demo else 2),
-        frontier=frontier, sizes=admitted_sizes(sizes, budgets, data.vocab_size, data.seq_len),
+        frontier=frontier, sizes=[run_args.base] if run_args.base else
+        admitted_sizes(sizes, budgets, data.vocab_size, data.seq_len),
         pruner=pruner, cache_dir=str(obj.cache),
     )
     result = run_plan(spec, out, storage=storage, gpus=gpus, gpus_per_trial=gpus_per_trial,
@@ -96,9 +106,13 @@ def admitted_sizes(sizes: str | None, budgets, vocab_size: int, seq_len: int) ->
     from planner.engine.models import SIZES, model_shape
 
     if sizes:
-        names = [s.strip() for s in sizes.split(",")]
+        separator = ";" if ";" in sizes or "=" in sizes else ","
+        names = [s.strip() for s in sizes.split(separator) if s.strip()]
         for name in names:
-            model_shape(name, vocab_size=vocab_size, seq_len=seq_len)  # validates the name
+            try:
+                model_shape(name, vocab_size=vocab_size, seq_len=seq_len)
+            except SpecplanError as err:
+                raise SpecplanError(f"--sizes: {err}") from None
         return names
     shapes = {name: model_shape(name, vocab_size=vocab_size, seq_len=seq_len) for name in SIZES}
     fits = [name for name, shape in shapes.items() if budgets.inference.admits(

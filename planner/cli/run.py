@@ -25,7 +25,9 @@ from planner.core.text import ledger_text, table
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="A strategy setting, e.g. --set k=8; repeatable (`specplan strategies "
                    "STRATEGY` lists them with defaults and ranges).")
-@click.option("--small", default="small", show_default=True, help="Deployed model size.")
+@click.option("--small", default="small", show_default=True,
+              help="Deployed model: a preset (`specplan models`), a spec like "
+                   "d=768,layers=12,heads=12,kv_heads=4,ff=2048, or a model config folder.")
 @options_from(RunArgs)
 @click.option("--out", default=None, help="Export each domain's model under OUT/<domain>.")
 @click.pass_obj
@@ -35,19 +37,25 @@ def run(obj: Ctx, strategy, overrides, small, out, **options) -> None:
     STRATEGY is a registered name such as slm, llm, slm-is or slm-pn: `specplan strategies`
     lists them all with their phases and settings.
     """
+    from planner.core.errors import SpecplanError
     from planner.core.io import writable_folder
+    from planner.engine.models import check_size
     from planner.run.config import check_run_args, load_data, make_workspace
     from planner.run.runner import run_strategy
     from strategies import get_strategy
 
     settings = get_strategy(strategy).settings(parse_overrides(overrides))  # fail before data
+    try:
+        check_size(small)
+    except SpecplanError as err:
+        raise SpecplanError(f"--small: {err}") from None
     data = args_from(DataArgs, options)
     run_args = args_from(RunArgs, options,
                          check=lambda run: check_run_args(run, data.seq_len))
     if out:
         writable_folder(out)
-    budgets = parse_budgets(obj, **options, spend_on=run_args.device)
-    inputs = load_data(data, obj.cache, domain_tokens=budgets.domain_tokens)
+    budgets = parse_budgets(obj, **options, spend_on=run_args.device, base=run_args.base)
+    inputs = load_data(data, obj.cache, base=run_args.base, domain_tokens=budgets.domain_tokens)
     ws = make_workspace(inputs, budgets, run_args, obj.cache, small=small)
     report = run_strategy(strategy, settings, ws, inputs.domains,
                           out_dir=Path(out) if out else None)

@@ -29,7 +29,9 @@ from planner.core.text import ledger_text, table
 @click.option("--grad-accum", type=int, default=1, show_default=True)
 @click.option("--early-stopping", type=int, default=None, help="Patience in validations.")
 @click.option("--eval-every", type=int, default=50, show_default=True)
-@click.option("--seq-len", type=int, default=128, show_default=True)
+@click.option("--seq-len", type=int, default=None,
+              help="Tokens per window (default: 128 when pretraining; with --init, the model's "
+                   "positions up to 2048).")
 @click.option("--vocab-size", type=int, default=4096, show_default=True,
               help="BPE vocabulary trained on the corpus when pretraining.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda[:N], mps.")

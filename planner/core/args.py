@@ -91,7 +91,8 @@ class DataArgs:
 class RunArgs:
     """How every strategy run trains: shared by all runs of a plan, sweep or calibration."""
 
-    large: str = arg("large", "Large model size (llm, distillation teachers).")
+    large: str = arg("6x", "Large model (llm, distillation teachers): a size as --sizes takes "
+                           "it, or a parameter ratio to the deployed model.")
     batch_size: int = arg(16, "Windows per optimizer step.", minimum=1)
     batch_tokens: int | None = arg(None, "Tokens per optimizer step, a multiple of --seq-len "
                                          "(instead of --batch-size).", minimum=1)
@@ -104,6 +105,15 @@ class RunArgs:
     embedder: str = arg("hashed", "Clustering embedder: hashed or minilm.")
     device: str = arg("auto", "auto, cpu, cuda[:N] or mps.")
     seed: int = arg(0, "Seed of data order, initialisation and splits.")
+    base: str | None = arg(None, "A local checkpoint folder (safetensors weights and its "
+                                 "tokenizer) to start from instead of pretraining: slm "
+                                 "fine-tunes it, slm-is continues its pretraining on resampled "
+                                 "generic data; its tokenizer becomes the plan's.")
+    base_cost: str | None = arg(None, "What the base's own pretraining cost, as FLOPs or device "
+                                      "time (2000h@a100), charged to the generic phase for "
+                                      "comparisons (default: 0, a sunk cost).")
+    allow_pickle: bool = arg(False, "Load a --base whose weights are pickle files (.bin), which "
+                                    "can run code.")
     checkpoint_every: int = arg(500, "Optimizer steps between checkpoints of a pretraining run "
                                      "(0: none); a killed trial resumes from its last one.",
                                 minimum=0)

@@ -73,8 +73,14 @@ def measure_inference(
 ) -> InferenceSpeed:
     """Greedy generation with a KV cache: throughput over a batch, latency at batch size 1.
 
-    The generated tokens are charged to the ledger's ``inference`` phase.
+    The generated tokens are charged to the ledger's ``inference`` phase. Prompt and
+    generation stay within the model's window (GPT-2's position table has no slot beyond it).
     """
+    window = getattr(model.config, "max_position_embeddings", None) or getattr(
+        model.config, "n_positions", None)
+    if window:
+        prompt_len = max(1, min(prompt_len, window // 2))
+        new_tokens = max(1, min(new_tokens, window - prompt_len))
     device = next(model.parameters()).device
     vocab = model.config.vocab_size
     gen = torch.Generator().manual_seed(seed)

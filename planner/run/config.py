@@ -11,24 +11,35 @@ from pathlib import Path
 from typing import Callable
 
 from planner.core.args import ConfigError, DataArgs, RunArgs
+from planner.core.budgets import parse_budget
 from planner.core.errors import SpecplanError
 from planner.data.clustering import get_embedder
 from planner.data.inputs import Inputs, demo_inputs, load_inputs
-from planner.engine.models import SIZES
+from planner.engine.checkpoints import open_checkpoint
+from planner.engine.models import check_size
 from planner.engine.train import TrainConfig
 from strategies.workspace import Workspace
 
 
 def check_run_args(run: RunArgs, seq_len: int | None = None) -> None:
     """What :class:`RunArgs` cannot check on the floor: the model size and the embedder exist,
-    and (given the window length) the batch splits into whole windows and micro-batches.
+    (given the window length) the batch splits into whole windows and micro-batches, and a
+    base is a checkpoint that can train here (its config, tokenizer, weights and size).
 
     Raises:
         ConfigError: naming the field.
     """
-    if run.large not in SIZES:
-        raise ConfigError("large", f"{run.large!r} is not a model size; choose one of "
-                                   f"{', '.join(SIZES)}")
+    if run.base:
+        open_checkpoint(run.base, seq_len=seq_len or 1, device=run.device,
+                        allow_pickle=run.allow_pickle)
+    if run.base_cost is not None:
+        if not run.base:
+            raise ConfigError("base_cost", "counts a --base's pretraining; give --base too")
+        parse_budget(run.base_cost, what="--base-cost")
+    try:
+        check_size(run.large, large=True)
+    except SpecplanError as err:
+        raise ConfigError("large", str(err)) from None
     try:
         get_embedder(run.embedder)
     except SpecplanError as err:
@@ -37,21 +48,24 @@ def check_run_args(run: RunArgs, seq_len: int | None = None) -> None:
         train_template(run, seq_len)
 
 
-def load_data(data: DataArgs, cache_dir: str | Path, *, domain_tokens: int | None = None,
-              seed: int = 0) -> Inputs:
-    """The corpora, tokenized and split (cached), each domain cut to ``domain_tokens``.
+def load_data(data: DataArgs, cache_dir: str | Path, *, base: str | None = None,
+              domain_tokens: int | None = None, seed: int = 0) -> Inputs:
+    """The corpora, tokenized and split (cached), each domain cut to ``domain_tokens``; with a
+    ``base`` checkpoint, by its tokenizer.
 
     Raises:
         SpecplanError: when neither the demo nor both paths are given, or the data is bad.
     """
+    if base and data.tokenizer and Path(data.tokenizer) != Path(base):
+        raise ConfigError("tokenizer", "a --base brings its own tokenizer, which the plan "
+                                       "uses; leave --tokenizer out")
     kw = dict(seq_len=data.seq_len, vocab_size=data.vocab_size, domain_tokens=domain_tokens,
-              seed=seed)
+              seed=seed, tokenizer_dir=base or data.tokenizer)
     data.check_source()
     if data.demo:
         return demo_inputs(cache_dir, data.demo_domains, **kw)
     return load_inputs(data.generic, list(data.domains), cache_dir=cache_dir,
-                       text_field=data.text_field, tokenizer_dir=data.tokenizer,
-                       encoding=data.encoding, **kw)
+                       text_field=data.text_field, encoding=data.encoding, **kw)
 
 
 def batch_windows(run: RunArgs, seq_len: int) -> int:
@@ -101,8 +115,16 @@ def make_workspace(inputs: Inputs, budgets, run: RunArgs, cache_dir: str | Path,
         cross_process_locks: hold a file lock per cached build (artifacts, clusterings), so
             parallel workers never train the same artifact twice.
     """
+    base = None
+    if run.base:
+        base = open_checkpoint(run.base, seq_len=inputs.generic.train.seq_len,
+                               device=run.device, allow_pickle=run.allow_pickle)
+        small = str(base.folder)
     return Workspace(inputs.generic, inputs.tokenizer, budgets, Path(cache_dir), small=small,
-                     large=run.large, train=train_template(run, inputs.generic.train.seq_len),
+                     large=run.large, base=base,
+                     base_cost=parse_budget(run.base_cost or 0, what="--base-cost",
+                                            cache_dir=cache_dir),
+                     train=train_template(run, inputs.generic.train.seq_len),
                      embedder=run.embedder,
                      on_eval=on_eval, clusterings={} if clusterings is None else clusterings,
                      cross_process_locks=cross_process_locks)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from planner.core.args import DataArgs
 from planner.core.cost import Ledger
 from planner.core.errors import BudgetError, SpecplanError
 from planner.core.io import atomic_dir, untouched_on_error
@@ -22,10 +23,17 @@ from planner.engine.evaluate import (
     measure_inference,
     perplexity,
 )
-from planner.engine.models import SIZES, load_model, model_shape, save_model, shape_of
+from planner.engine.models import (
+    SIZES,
+    checkpoint_window,
+    load_model,
+    model_shape,
+    save_model,
+    shape_of,
+)
 from planner.engine.tasks import Task, load_task, score_task
 from planner.engine.train import TrainConfig, WindowSampler, evaluate_loss, train
-from strategies import get_strategy
+from strategies import get_strategy, strategies_with
 from strategies.base import CostEstimate, Settings, Strategy, settings_json
 
 
@@ -109,13 +117,17 @@ def plan_check(strategy: Strategy, settings: Settings, ws) -> tuple[CostEstimate
         BudgetError: when a phase's budget cannot fit the configuration, or the deployed model
             breaks the inference budget for a strategy that must respect it.
     """
+    if ws.base is not None and not strategy.accepts_base:
+        takers = ", ".join(strategies_with(accepts_base=True))
+        raise SpecplanError(f"{strategy.name} does not start from a --base checkpoint yet; "
+                            f"strategies that do: {takers}")
     estimate = strategy.estimate(settings, ws)
     strategy.check(estimate, ws.budgets)
     status = "ok"
     cap = ws.budgets.inference
     if not cap.admits(flops_per_token=estimate.inference_flops_per_token,
                       params=estimate.params_inference):
-        if strategy.respects_inference_budget:
+        if strategy.respects_inference_budget and ws.base is None:  # a base is flagged only
             raise BudgetError(
                 f"{strategy.name}: the deployed model ({format_count(estimate.params_inference)} "
                 f"params, {estimate.inference_flops_per_token:.3g} FLOPs/token) breaks the "
@@ -219,7 +231,7 @@ def train_once(
     corpus: str | Path, *, cache_dir: Path, init: str | Path | None = None, size: str = "small",
     phase: str = "generic", budget_flops: float | None = None, steps: int | None = None,
     tokens: int | None = None, early_stopping: int | None = None, out_dir: Path | None = None,
-    seq_len: int = 128, vocab_size: int = 4096, text_field: str = "text",
+    seq_len: int | None = None, vocab_size: int = 4096, text_field: str = "text",
     encoding: str = "utf-8", **train_kwargs,
 ) -> TrainRun:
     """Pretrain a fresh model (``init=None``) or fine-tune a saved one on ``corpus``.
@@ -231,10 +243,11 @@ def train_once(
     if init is not None:
         tokenizer = load_tokenizer(init)
         model = load_model(Path(init))
-        shape = shape_of(model)
-        seq_len = shape.seq_len
+        seq_len = checkpoint_window(model, seq_len)
+        shape = shape_of(model, seq_len)
     else:
         tokenizer = train_tokenizer(docs.texts, vocab_size=vocab_size, cache_dir=cache_dir)
+        seq_len = seq_len or DataArgs().seq_len
         shape = model_shape(size, vocab_size=len(tokenizer), seq_len=seq_len)
         model = shape.build(seed=train_kwargs.get("seed", 0))
     splits = prepared(docs, tokenizer, seq_len=seq_len, cache_dir=cache_dir)
@@ -296,7 +309,7 @@ def evaluate_model(
     loaded = load_tasks(tasks, {str(path): docs.name for path, docs in zip(domains, docs_of)})
     tokenizer = load_tokenizer(model_dir)
     model = load_model(Path(model_dir))
-    shape = shape_of(model)
+    shape = shape_of(model, checkpoint_window(model))
     windows = {}
     for docs in docs_of:
         splits = prepared(docs, tokenizer, seq_len=shape.seq_len, cache_dir=cache_dir)

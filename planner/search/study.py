@@ -78,10 +78,11 @@ class PlanSpec:
         keys = self.to_dict()
         for local in ("cache_dir", "trials"):
             keys.pop(local)
-        for how in ("device", "checkpoint_every", "micro_batch", "compile"):  # not what it searches
-            keys["run"].pop(how, None)
-        if keys["run"].get("batch_tokens") is None:  # older studies keep their name
-            keys["run"].pop("batch_tokens", None)
+        for how in ("device", "checkpoint_every", "micro_batch", "compile", "allow_pickle"):
+            keys["run"].pop(how, None)  # how it runs, not what it searches
+        for newer in ("batch_tokens", "base", "base_cost"):  # older studies keep their name
+            if keys["run"].get(newer) is None:
+                keys["run"].pop(newer, None)
         return "specplan-" + content_hash(json.dumps(keys, sort_keys=True))
 
     def budgets(self) -> Budgets:
@@ -462,5 +463,5 @@ def oom_errors() -> tuple:
 
 
 def load_plan_inputs(spec: PlanSpec):
-    return load_data(spec.data, spec.cache_dir, domain_tokens=spec.domain_tokens,
-                     seed=spec.run.seed)
+    return load_data(spec.data, spec.cache_dir, base=spec.run.base,
+                     domain_tokens=spec.domain_tokens, seed=spec.run.seed)

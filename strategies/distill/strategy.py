@@ -26,6 +26,7 @@ with this strategy's ``lr``.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -33,7 +34,8 @@ from planner.core.budgets import Budgets
 from planner.core.cost import Ledger
 from planner.core.errors import BudgetError, SpecplanError
 from planner.engine.devices import autocast_dtype, resolve_device
-from planner.engine.models import SIZES, load_model
+from planner.engine.distillation import DIVERGENCES
+from planner.engine.models import load_model, scaled, size_name
 from strategies.base import (
     CostEstimate,
     PretrainSettings,
@@ -41,13 +43,13 @@ from strategies.base import (
     Specialized,
     Strategy,
     available,
+    absorb,
     get_strategy,
     register,
     setting,
     step_flops,
 )
 from strategies.distill.teachers import (
-    DIVERGENCES,
     DistillLoss,
     TeacherCache,
     check_teacher,
@@ -141,15 +143,16 @@ class _Member:
 
 
 def mid_size(ws) -> str:
-    """Size of the staged recipe's intermediate teacher: the largest strictly between the
-    deployed and the large size (``medium`` for small -> large). When none lies between (e.g.
-    tiny -> small), it falls back to the deployed size: a same-size teaching assistant still
-    passes on the teacher's smoothed distribution (born-again networks) and keeps the staged
-    recipe runnable on any pair of sizes."""
-    by_width = sorted(SIZES, key=lambda s: SIZES[s][0])
-    low, high = by_width.index(ws.small), by_width.index(ws.large)
-    between = by_width[low + 1 : high]
-    return between[-1] if between else ws.small
+    """Size of the staged recipe's intermediate teacher: the deployed model widened to the
+    geometric mean of the deployed and large parameter counts (``medium`` for small -> large,
+    as in the production recipe's teacher between the 7B model and the student). When no
+    width lies strictly between, it falls back to the deployed size: a same-size teaching
+    assistant still passes on the teacher's smoothed distribution (born-again networks) and
+    keeps the staged recipe runnable on any pair of sizes."""
+    small, large = ws.shape(ws.small), ws.shape(ws.large)
+    mid = scaled(small, math.sqrt(large.params_total / small.params_total))
+    between = small.params_total < mid.params_total < large.params_total
+    return size_name(mid) if between else ws.small
 
 
 def _vocabulary(strategy: Strategy, ws) -> tuple[int, object]:
@@ -164,18 +167,6 @@ def _vocabulary(strategy: Strategy, ws) -> tuple[int, object]:
     if hasattr(strategy, "shape"):
         return strategy.shape(ws).vocab_size, ws.tokenizer
     return ws.vocab_size, ws.tokenizer
-
-
-def _absorb(ledger: Ledger, part: Ledger, role: str, *, cached: bool = False) -> None:
-    """Copy a part's ledger lines into ``ledger`` under its role.
-
-    A cached artifact's lines keep their FLOPs (the recipe's cost counts its teachers, as the
-    reference study does) with device ``cache``, so compute spent now can be told apart.
-    """
-    suffix = " [cached artifact]" if cached else ""
-    for e in part.entries:
-        ledger.charge(e.phase, label=f"{role}: {e.label}{suffix}", tokens=e.tokens, flops=e.flops,
-                      seconds=e.seconds, device="cache" if cached else e.device)
 
 
 @register
@@ -323,7 +314,7 @@ class DistillationStrategy(Strategy):
         for m in members:
             sub = self._sub(ws, m)
             art = sub.artifact(m.strategy, m.settings)
-            _absorb(ws.ledger, art.ledger, m.role, cached=art.reused)
+            absorb(ws.ledger, art.ledger, m.role, cached=art.reused)
             entries.append({
                 "role": m.role, "strategy": m.strategy.name, "size": sub.small,
                 "pretrain_flops": sub.budgets.pretrain_flops, "reused": art.reused,
@@ -372,7 +363,7 @@ class DistillationStrategy(Strategy):
             sub = self._sub(ws, m, spec_flops=cap)
             spec = m.strategy.specialize(m.settings, self._load(ws, artifact, entries[m.role]),
                                          domain, sub)
-            _absorb(ws.ledger, sub.ledger, m.role)
+            absorb(ws.ledger, sub.ledger, m.role)
             check_teacher(m.role, vocab_size=spec.model.config.vocab_size, tokenizer=None,
                           student_vocab_size=ws.vocab_size, student_tokenizer=ws.tokenizer)
             out = cache.outputs(spec.model, windows, label=f"{m.role} passes", **passes)

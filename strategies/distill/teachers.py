@@ -5,8 +5,9 @@ Response-based distillation (Hinton et al. 2015) as the reference study's SLM-d 
 next-token targets and the fine-tuned teachers' next-token distributions. Any strategy can reuse
 the pieces:
 
-* :func:`kd_loss`: ``(1 - alpha) * CE + alpha * T^2 * D(teacher_T || student_T)`` with ``D`` a
-  forward KL, reverse KL or Jensen-Shannon divergence.
+* :func:`kd_loss` (from :mod:`planner.engine.distillation`, shared with ``slm-prune``):
+  ``(1 - alpha) * CE + alpha * T^2 * D(teacher_T || student_T)`` with ``D`` a forward KL,
+  reverse KL or Jensen-Shannon divergence.
 * :class:`TeacherCache`: runs a teacher once over the domain's train windows and keeps its top-k
   log-probabilities (safetensors under the workspace cache). Every teacher forward pass is
   charged to the ledger's ``specialization`` phase; a cached load charges the same again
@@ -34,20 +35,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from planner.core.cost import Ledger
 from planner.core.errors import SpecplanError
 from planner.core.io import atomic_path, content_hash
 from planner.data.inputs import tokenizer_fingerprint
 from planner.engine.devices import device_label
+from planner.engine.distillation import LOG_ZERO, kd_loss
 from planner.engine.models import shape_of
 
-DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
 WEIGHT_MODES = ("uniform", "confidence")
-# A float16 log-probability of a token the teacher gives exactly zero mass is -inf; clamping it
-# keeps 0 * log 0 terms at 0 instead of nan (exp(-1e4) is 0 in float32).
-_LOG_ZERO = -1e4
 
 
 @dataclass
@@ -68,7 +65,7 @@ class TopK:
 
     def probs(self) -> torch.Tensor:
         """(N, P, k) float32 probabilities renormalised on the stored support."""
-        return torch.softmax(self.logprobs.float().clamp(min=_LOG_ZERO), dim=-1)
+        return torch.softmax(self.logprobs.float().clamp(min=LOG_ZERO), dim=-1)
 
 
 @dataclass
@@ -86,64 +83,6 @@ class TeacherOutputs:
     key: str
     reused: bool
     flops: float
-
-
-# -- the loss -----------------------------------------------------------------------------------
-def _divergence(t_log: torch.Tensor, s_log: torch.Tensor, name: str) -> torch.Tensor:
-    """Per-position divergence between two log-distributions on the same support: (...,)."""
-    if name == "forward_kl":  # mean-seeking: the student covers every teacher mode
-        return (t_log.exp() * (t_log - s_log)).sum(-1)
-    if name == "reverse_kl":  # mode-seeking (MiniLLM): the student avoids the teacher's tails
-        return (s_log.exp() * (s_log - t_log)).sum(-1)
-    m_log = torch.logaddexp(t_log, s_log) - math.log(2.0)  # bounded, symmetric
-    return 0.5 * ((t_log.exp() * (t_log - m_log)).sum(-1) + (s_log.exp() * (s_log - m_log)).sum(-1))
-
-
-def kd_loss(
-    student_logits: torch.Tensor,
-    teacher_topk_logprobs: torch.Tensor,
-    teacher_topk_ids: torch.Tensor,
-    targets: torch.Tensor,
-    *,
-    alpha: float,
-    temperature: float,
-    divergence: str = "forward_kl",
-) -> torch.Tensor:
-    """Hard next-token cross-entropy mixed with a divergence to the teacher's distribution.
-
-    ``(1 - alpha) * CE(student, targets) + alpha * T^2 * D(teacher_T || student_T)``, averaged
-    over positions. ``T^2`` keeps the soft term's gradient scale independent of ``T`` (Hinton et
-    al. 2015). The divergence is computed on the teacher's top-k support with both distributions
-    renormalised there (see the module docstring): exact when k is the vocabulary size.
-
-    Args:
-        student_logits: (..., V) student logits at the positions being predicted.
-        teacher_topk_logprobs: (..., k) teacher log-probabilities at temperature ``T``.
-        teacher_topk_ids: (..., k) their token ids.
-        targets: (...) the true next tokens.
-        alpha: weight of the distillation term in [0, 1].
-        temperature: softening temperature ``T`` > 0 (the teacher's must match).
-        divergence: ``forward_kl`` (Hinton), ``reverse_kl`` (MiniLLM) or ``jsd``.
-
-    Raises:
-        SpecplanError: unknown divergence, alpha outside [0, 1] or non-positive temperature.
-    """
-    if divergence not in DIVERGENCES:
-        raise SpecplanError(f"divergence={divergence!r}: use one of {', '.join(DIVERGENCES)}")
-    if not 0.0 <= alpha <= 1.0:
-        raise SpecplanError(f"alpha={alpha}: the distillation weight must be in [0, 1]")
-    if temperature <= 0:
-        raise SpecplanError(f"temperature={temperature}: must be positive")
-    logits = student_logits.float()  # (..., V)
-    hard = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
-    if alpha == 0.0:
-        return hard
-    t_log = teacher_topk_logprobs.float().clamp(min=_LOG_ZERO)  # (..., k)
-    t_log = t_log - t_log.logsumexp(-1, keepdim=True)
-    s_log = (logits / temperature).gather(-1, teacher_topk_ids.long())  # (..., k)
-    s_log = s_log - s_log.logsumexp(-1, keepdim=True)
-    soft = _divergence(t_log, s_log, divergence).mean()
-    return (1.0 - alpha) * hard + alpha * temperature**2 * soft
 
 
 class DistillLoss:

@@ -167,6 +167,7 @@ class ImportanceSamplingStrategy(Strategy):
     family = "importance-sampling"
     has_generic_phase = False
     pretrains_in_specialization = True
+    accepts_base = True
 
     def estimate(self, settings, ws) -> CostEstimate:
         n_generic = ws.generic.train.n
@@ -215,12 +216,15 @@ class ImportanceSamplingStrategy(Strategy):
         labels = clustering.generic_assignments[stream.indices]  # (n_draws,)
         stream_hist = torch.bincount(labels, minlength=settings.k).double() / labels.numel()
 
-        model = shape.build(seed=ws.train.seed)
+        model = ws.initial_model(shape)
+        continued = ws.base is not None  # a trained base continues at the fine-tuning rate
         trained = ws.pretrain_model(
             model, ws.generic.train.ids, flops_per_token=shape.train_flops_per_token(),
-            max_flops=_steps_cap(is_steps, one_step), lr=settings.lr, order=stream.indices,
+            max_flops=_steps_cap(is_steps, one_step),
+            lr=settings.ft_lr if continued else settings.lr, order=stream.indices,
             valid=domain.valid.ids, phase="specialization",
-            label=f"{self.name} training on the {settings.resampler}-resampled stream",
+            label=f"{self.name} {'continued pretraining of the base' if continued else 'training'}"
+                  f" on the {settings.resampler}-resampled stream",
         )
         before, tuned = ws.finetune(
             model, domain, settings, flops_per_token=shape.train_flops_per_token(),

@@ -530,6 +530,10 @@ class ProjectedNetworkStrategy(Strategy):
     # -- shared ---------------------------------------------------------------------------------
     def _dims(self, settings, ws) -> tuple[ModelShape, float]:
         shape = ws.shape(ws.small)
+        if not shape.traits["gated"]:
+            raise SpecplanError(f"{self.name}: conditions a gated (SwiGLU) MLP; the deployed "
+                                f"model is {shape.family}: pick a llama, mistral, qwen2 or qwen3 "
+                                f"shape")
         coefficients = COEFFICIENTS[self.kind]
         return shape, coefficients.flops(settings.k, settings.m, shape.num_hidden_layers,
                                          settings.h)

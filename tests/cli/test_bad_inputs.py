@@ -37,6 +37,23 @@ def work(tmp_path, corpus_dir):
     (folder / "one-line.txt").write_text("law document: the court shall hereby decide\n")
     (folder / "a-file").write_text("not a folder")
     (folder / "sweep.toml").write_text("name = 'x'\nnot toml = = =\n")
+    (folder / "bert").mkdir()
+    (folder / "bert" / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    llama = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
+             "num_hidden_layers": 2, "num_attention_heads": 2, "vocab_size": 300,
+             "max_position_embeddings": 256}
+    bases = {  # checkpoint folders with one thing wrong each (only their files are read)
+        "no-tokenizer": (llama, ["model.safetensors"]),
+        "pickled": (llama, ["tokenizer.json", "pytorch_model.bin"]),
+        "short": ({**llama, "max_position_embeddings": 16}, ["tokenizer.json"]),
+        "huge": ({**llama, "hidden_size": 16384, "num_hidden_layers": 400,
+                  "num_attention_heads": 128, "intermediate_size": 53248}, []),
+    }
+    for name, (config, files) in bases.items():
+        (folder / name).mkdir()
+        (folder / name / "config.json").write_text(json.dumps(config))
+        for file in files:
+            (folder / name / file).write_text("{}")
     return folder
 
 
@@ -85,6 +102,32 @@ CASES = {
                                   ["--micro-batch", "does not divide", "8 windows"]),
     "unknown size": (["plan", "--sizes", "huge"], ["huge"]),
     "unknown large size": (["plan", "--large", "giant"], ["--large", "giant"]),
+    "heads off the width": (["plan", "--sizes", "d=100,layers=2,heads=3,ff=64"],
+                            ["--sizes", "d=100", "not divisible by num_attention_heads=3"]),
+    "kv heads off the heads": (["run", "slm", "--demo", "--small",
+                                "d=64,layers=2,heads=4,kv_heads=3,ff=64"],
+                               ["--small", "num_key_value_heads=3 does not divide"]),
+    "a ratio as the deployed size": (["plan", "--sizes", "6x"], ["--sizes", "for the large"]),
+    "encoder-only config": (["plan", "--sizes", W("bert")], ["'bert' is an encoder-only",
+                                                             "decoders"]),
+    "not a config folder": (["models", W("a-file/")], ["a-file", "no config.json"]),
+    "unknown spec key": (["models", "d=64,layers=2,heads=2,ff=64,depth=3"],
+                         ["'depth=3'", "KEY=VALUE"]),
+    # base checkpoints
+    "base not a checkpoint": (["run", "slm", "--demo", "--base", W("a-file/")],
+                              ["--base", "not a checkpoint folder (no config.json)"]),
+    "base encoder-only": (["run", "slm", "--demo", "--base", W("bert")],
+                          ["--base", "'bert' is an encoder-only model"]),
+    "base without tokenizer": (["run", "slm", "--demo", "--base", W("no-tokenizer")],
+                               ["no-tokenizer", "no tokenizer (tokenizer.json)"]),
+    "base pickled weights": (["run", "slm", "--demo", "--base", W("pickled")],
+                             ["pytorch_model.bin", "safetensors", "--allow-pickle"]),
+    "base shorter than the window": (["run", "slm", "--demo", "--seq-len", "32", "--base",
+                                      W("short")], ["--seq-len 32", "16 positions"]),
+    "base too big for memory": (["run", "slm", "--demo", "--base", W("huge")],
+                                ["huge", "GiB", "free", "smaller checkpoint"]),
+    "base cost without base": (["run", "slm", "--demo", "--base-cost", "1e12"],
+                               ["--base-cost", "give --base too"]),
     # strategies and settings
     "unknown strategy": (["plan", "--strategies", "slm,magic"], ["magic"]),
     "unknown embedder": (["plan", "--embedder", "word2vec"], ["--embedder", "word2vec"]),

@@ -5,6 +5,7 @@ import pytest
 from click.testing import CliRunner
 
 from planner.cli import cli, main
+from planner.engine.models import model_shape
 from tests.conftest import specplan
 
 
@@ -144,3 +145,34 @@ def test_eval_task_bad_input_is_one_line(task, fragment, saved_model, corpus_dir
                               "--no-speed", "--task", task.format(tmp=tmp_path))
     assert code == 2 and out == "" and fragment in err and err.count("\n") == 1
     assert not (tmp_path / "c").exists()  # refused before any corpus is tokenized
+
+
+def test_models_lists_presets_up_to_the_study_sizes_as_json():
+    result = invoke("--json", "models")
+    cards = {card["name"]: card for card in json.loads(result.stdout)}
+    assert {"tiny", "small", "126m", "771m"} <= set(cards)
+    assert abs(cards["126m"]["params"] / 126e6 - 1) < 0.01
+    assert abs(cards["771m"]["params"] / 771e6 - 1) < 0.01
+    assert cards["771m"]["train_flops_per_token"] > 5 * cards["126m"]["train_flops_per_token"]
+    text = invoke("models", "126m", "d=64,layers=2,heads=4,kv_heads=2,ff=96").output
+    assert "kv=2" in text and "126M" in text and "train GiB (bf16)" in text
+
+
+def test_run_exports_a_deployed_model_of_another_family(corpus_dir, tmp_path):
+    """A Qwen2 shape with grouped-query attention and an untied head trains, charges its own
+    FLOPs and exports as a Qwen2 checkpoint that transformers loads on its own."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    spec = "d=32,layers=2,heads=4,kv_heads=2,ff=64,family=qwen2,tied=false"
+    out = tmp_path / "models"
+    result = invoke("--cache", str(tmp_path / "cache"), "--json", "run", "slm",
+                    "--generic", str(corpus_dir / "generic.jsonl"),
+                    "--domain", str(corpus_dir / "law.jsonl"), "--pretrain-budget", "2e9",
+                    "--spec-budget", "5e8", "--small", spec, "--large", "2x", "--device", "cpu",
+                    "--seq-len", "32", "--vocab-size", "300", "--out", str(out))
+    rows = json.loads(result.stdout)["rows"]
+    assert rows[0]["params_inference"] == model_shape(spec, vocab_size=300, seq_len=32).params_total
+    model = AutoModelForCausalLM.from_pretrained(out / "law")
+    assert type(model).__name__ == "Qwen2ForCausalLM"
+    assert model.config.num_key_value_heads == 2 and not model.config.tie_word_embeddings
+    assert len(AutoTokenizer.from_pretrained(out / "law")) == model.config.vocab_size

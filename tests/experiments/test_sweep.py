@@ -44,7 +44,7 @@ def write_config(tmp_path, corpus_dir, **overrides):
 @pytest.mark.parametrize("overrides, message", [
     ({"colour": "'red'"}, "unknown key(s) colour; valid: batch_size"),
     ({"sizes": "{small = 'tiny', huge = 'large'}"}, "unknown key(s) sizes.huge"),
-    ({"sizes": "{small = 'giant'}"}, "sizes.small = 'giant' is not a model size"),
+    ({"sizes": "{small = 'giant'}"}, "sizes.small = 'giant': unknown model size"),
     ({"strategies": "['slm', 'gpt-5']"}, "unknown strategy 'gpt-5'"),
     ({"strategies": "['slm', 'slm']"}, "lists a value twice"),
     ({"pretrain_budgets": "['3 parsecs']"}, "cannot read '3 parsecs'"),

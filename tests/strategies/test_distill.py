@@ -216,9 +216,13 @@ def test_bad_settings_are_one_clear_error(values, message):
 
 
 def test_mid_size_is_between_deployed_and_large_or_falls_back_to_deployed():
-    assert mid_size(SimpleNamespace(small="small", large="large")) == "medium"
-    assert mid_size(SimpleNamespace(small="tiny", large="medium")) == "small"
-    assert mid_size(SimpleNamespace(small="tiny", large="small")) == "tiny"
+    def ws(small, large):
+        return SimpleNamespace(small=small, large=large, shape=lambda size: model_shape(
+            size, vocab_size=4096, seq_len=64))
+
+    assert mid_size(ws("small", "large")) == "medium"
+    assert mid_size(ws("tiny", "small")) == "d=96,layers=2,heads=3,ff=384"  # tiny's depth
+    assert mid_size(ws("tiny", "d=64,layers=2,heads=2,ff=300")) == "tiny"  # nothing between
 
 
 # -- slm-d end to end ---------------------------------------------------------------------------
@@ -323,7 +327,7 @@ def test_budgets_too_small_for_the_teachers_are_refused_before_compute(distilled
 
 
 def test_staged_distillation_trains_and_charges_the_mid_size_teacher(tiny_inputs, tmp_path):
-    ws = make_workspace(tiny_inputs, tmp_path, pretrain_flops=6e9, spec_flops=7.6e9)
+    ws = make_workspace(tiny_inputs, tmp_path, pretrain_flops=6e9, spec_flops=9e9)
     law, _ = law_and_bio(tiny_inputs)
     settings = {"teachers": "llm", "staged": True, "top_k": 16, "teacher_fraction": 0.6,
                 "teacher_spec_share": 0.7}
@@ -335,11 +339,14 @@ def test_staged_distillation_trains_and_charges_the_mid_size_teacher(tiny_inputs
     assert list(spec) == ["teacher llm: fine-tune", "teacher llm passes",
                           "mid-size teacher: distillation", "mid-size teacher passes",
                           "student: distillation"]
-    mid_forward = ws.shape("tiny").forward_flops_per_token()  # tiny -> small falls back to tiny
+    mid = mid_size(ws)  # tiny widened between tiny and small
+    assert ws.shape(ws.small).params_total < ws.shape(mid).params_total < ws.shape(
+        ws.large).params_total
+    mid_forward = ws.shape(mid).forward_flops_per_token()
     assert spec["mid-size teacher passes"] == pytest.approx(law.train.tokens * mid_forward)
     assert spec["mid-size teacher: distillation"] > 0
     assert sum(spec.values()) <= ws.budgets.spec_flops
-    assert report.domains[0].notes["mid-size teacher"]["size"] == "tiny"
+    assert report.domains[0].notes["mid-size teacher"]["size"] == mid
     assert math.isfinite(report.domains[0].ppl_after)
 
 

@@ -1,0 +1,144 @@
+"""Open-weight bases: local checkpoints of three families (built here with save_pretrained, never
+downloaded) as the starting point of slm and slm-is, their sunk cost, and their refusals."""
+import json
+import math
+
+import pytest
+import torch
+from click.testing import CliRunner
+from transformers import AutoModelForCausalLM
+
+from planner.cli import cli
+from planner.core.budgets import Budgets, InferenceCap
+from planner.core.errors import SpecplanError
+from planner.core.args import RunArgs
+from planner.engine.evaluate import evaluate_loss
+from planner.engine.models import model_shape
+from planner.run.config import make_workspace
+from planner.run.runner import plan_check, run_strategy
+from strategies import get_strategy
+from tests.conftest import specplan
+
+FAMILIES = {  # grouped-query attention and an untied head where the family has them
+    "qwen2": "d=32,layers=2,heads=4,kv_heads=2,ff=64,family=qwen2,tied=false",
+    "llama": "d=32,layers=2,heads=4,kv_heads=1,ff=64",
+    "gpt2": "d=32,layers=2,heads=4,ff=64,family=gpt2",
+}
+
+
+def pretrain_briefly(model, windows, steps=40):
+    """A few Adam steps on generic windows: a base that knows the corpus a little."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        batch = windows[torch.randint(0, len(windows), (16,), generator=generator)]
+        loss = model(input_ids=batch, labels=batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+@pytest.fixture(scope="module")
+def bases(tiny_inputs, tmp_path_factory):
+    """Checkpoint folders (weights as safetensors, the tiny corpus's tokenizer, 64 positions)."""
+    root = tmp_path_factory.mktemp("bases")
+    folders = {}
+    for family, spec in FAMILIES.items():
+        shape = model_shape(spec, vocab_size=len(tiny_inputs.tokenizer), seq_len=64)
+        model = shape.build(seed=1)
+        pretrain_briefly(model, tiny_inputs.generic.train.ids)
+        model.save_pretrained(root / family)
+        tiny_inputs.tokenizer.save_pretrained(root / family)
+        folders[family] = root / family
+    return folders
+
+
+def workspace(tiny_inputs, tmp_path, base, *, pretrain=0.0, spec=2e9, **run):
+    args = RunArgs(base=str(base), batch_size=8, eval_every=10, eval_windows=64, device="cpu",
+                   **run)
+    return make_workspace(tiny_inputs, Budgets(pretrain, spec, **run.pop("budgets", {})), args,
+                          tmp_path / "cache")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_slm_fine_tunes_the_base_in_its_own_architecture(family, bases, tiny_inputs, tmp_path):
+    ws = workspace(tiny_inputs, tmp_path, bases[family])
+    law = tiny_inputs.domains["law"]
+    report = run_strategy("slm", get_strategy("slm").settings(), ws, {"law": law},
+                          out_dir=tmp_path / "out")
+    generic = report.generic_ledger.entries
+    assert [(e.label, e.flops, e.device) for e in generic] == [
+        ("base checkpoint (sunk cost)", 0.0, "sunk")]
+    domain = report.domains[0]
+    assert domain.ledger.flops("specialization") > 0
+    assert domain.ppl_after < domain.ppl_before
+    fresh = ws.shape(ws.small).build(seed=1)  # the base's weights are the starting point
+    assert domain.ppl_before < math.exp(evaluate_loss(fresh, law.valid.ids)) / 2
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "out" / "law")
+    assert exported.config.model_type == family
+    assert report.estimate.params_inference == exported.num_parameters()
+
+
+def test_a_counted_base_cost_is_charged_to_the_generic_phase(bases, tiny_inputs, tmp_path):
+    ws = workspace(tiny_inputs, tmp_path, bases["llama"], base_cost="1e12")
+    report = run_strategy("slm", get_strategy("slm").settings(), ws,
+                          {"law": tiny_inputs.domains["law"]})
+    assert report.generic_ledger.flops("generic") == 1e12
+    assert report.estimate.generic_flops == 1e12
+    assert report.generic_ledger.entries[0].label == "base checkpoint pretraining (--base-cost)"
+
+
+def test_slm_is_continues_the_base_on_resampled_generic_data(bases, tiny_inputs, tmp_path):
+    ws = workspace(tiny_inputs, tmp_path, bases["qwen2"], spec=3e9)
+    settings = get_strategy("slm-is").settings({"k": 4})
+    report = run_strategy("slm-is", settings, ws, {"law": tiny_inputs.domains["law"]})
+    labels = [e.label for e in report.domains[0].ledger.entries]
+    assert "slm-is continued pretraining of the base on the clusters-resampled stream" in labels
+    assert report.domains[0].ppl_after < report.domains[0].ppl_before
+
+
+def test_strategies_that_cannot_start_from_a_base_say_so(bases, tiny_inputs, tmp_path):
+    ws = workspace(tiny_inputs, tmp_path, bases["llama"])
+    with pytest.raises(SpecplanError, match="slm-pn does not start from a --base checkpoint yet; "
+                                            "strategies that do: slm, slm-is"):
+        plan_check(get_strategy("slm-pn"), get_strategy("slm-pn").settings(), ws)
+
+
+def test_a_base_over_the_inference_budget_is_flagged_not_refused(bases, tiny_inputs, tmp_path):
+    args = RunArgs(base=str(bases["llama"]), batch_size=8, device="cpu")
+    budgets = Budgets(0.0, 2e9, inference=InferenceCap(params=1000))
+    ws = make_workspace(tiny_inputs, budgets, args, tmp_path / "cache")
+    _, status = plan_check(get_strategy("slm"), get_strategy("slm").settings(), ws)
+    assert status == "over-inference-budget"
+
+
+def test_run_with_a_base_needs_no_pretraining_budget(bases, corpus_dir, tmp_path):
+    """The issue's command line: a local Qwen2 checkpoint in, a Qwen2 model out."""
+    out = tmp_path / "models"
+    result = CliRunner().invoke(cli, [
+        "--cache", str(tmp_path / "cache"), "--json", "run", "slm", "--base", str(bases["qwen2"]),
+        "--generic", str(corpus_dir / "generic.jsonl"), "--domain", str(corpus_dir / "law.jsonl"),
+        "--spec-budget", "1e9", "--seq-len", "32", "--device", "cpu", "--out", str(out)],
+        catch_exceptions=False)
+    row = json.loads(result.stdout)["rows"][0]
+    assert (row["pretrain_budget_flops"], row["generic_flops"]) == (0.0, 0.0)
+    assert AutoModelForCausalLM.from_pretrained(out / "law").config.model_type == "qwen2"
+
+
+def test_plan_searches_the_strategies_that_start_from_the_base(bases, corpus_dir, tmp_path,
+                                                               monkeypatch, capsys):
+    common = ["--cache", str(tmp_path / "cache"), "plan", "--base", str(bases["llama"]),
+              "--generic", str(corpus_dir / "generic.jsonl"),
+              "--domain", str(corpus_dir / "law.jsonl"), "--spec-budget", "1e9", "--seq-len",
+              "32", "--device", "cpu", "--gpus", "none"]
+    code, _, err = specplan(monkeypatch, capsys, *common, "--strategies", "slm,slm-pn",
+                            "--out", str(tmp_path / "refused"))
+    assert code == 2 and err.strip() == ("error: --strategies: slm-pn does not start from a "
+                                         "--base checkpoint yet; strategies that do: slm, slm-is")
+    code, out, err = specplan(monkeypatch, capsys, "--json", *common, "--strategies", "slm",
+                              "--trials", "1", "--out", str(tmp_path / "plan"))
+    assert code == 0, err
+    plan = json.loads(out)
+    assert plan["strategy"] == "slm" and plan["size"] == str(bases["llama"])
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "plan" / "model" / "law")
+    assert exported.config.num_key_value_heads == 1  # the base's architecture
