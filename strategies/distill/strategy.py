@@ -34,6 +34,8 @@ from planner.core.budgets import Budgets
 from planner.core.cost import Ledger
 from planner.core.errors import BudgetError, SpecplanError
 from planner.engine.devices import autocast_dtype, resolve_device
+from planner.data.corpus import load_tokenizer
+from planner.engine.checkpoints import Checkpoint, open_checkpoint
 from planner.engine.distillation import DIVERGENCES
 from planner.engine.models import load_model, scaled, size_name
 from strategies.base import (
@@ -61,12 +63,18 @@ from strategies.workspace import Artifact
 NAME = "slm-d"
 
 
+def is_checkpoint_name(name: str) -> bool:
+    """Whether a ``teachers`` entry is a checkpoint folder rather than a strategy name."""
+    return "/" in name or Path(name).is_dir()
+
+
 @dataclass
 class DistillSettings(PretrainSettings):
     """Settings of ``slm-d``; ``lr`` is the student's pretraining rate (teachers use defaults)."""
 
     teachers: str = setting("llm", generic=True,
-                            help="comma-separated strategies whose specialized models teach")
+                            help="comma-separated strategies whose specialized models teach, "
+                                 "or checkpoint folders (fine-tuned on the domain, then teach)")
     teacher_fraction: float = setting(0.5, low=0.05, high=0.95, generic=True,
                                       help="share of the pretraining budget for the teachers")
     staged: bool = setting(False, choices=(False, True), generic=True,
@@ -103,6 +111,8 @@ class DistillSettings(PretrainSettings):
                 f"teachers={self.teachers!r}: give comma-separated strategy names, e.g. llm,slm"
             )
         for name in names:
+            if is_checkpoint_name(name):  # checked when the workspace is known (_members)
+                continue
             if name == NAME:
                 raise SpecplanError(f"teachers={self.teachers!r}: {NAME} cannot teach itself")
             if name not in available():
@@ -132,6 +142,7 @@ class _Member:
         kind: ``teacher``, ``mid`` or ``student``.
         share: its fraction of the pretraining budget.
         size: the deployed-size override its sub-workspace builds (mid-size teacher), or None.
+        base: a teacher checkpoint (an ``slm`` that starts from it), or None.
     """
 
     role: str
@@ -140,6 +151,7 @@ class _Member:
     settings: Settings
     share: float
     size: str | None = None
+    base: Checkpoint | None = None
 
 
 def mid_size(ws) -> str:
@@ -196,12 +208,18 @@ class DistillationStrategy(Strategy):
         slm = get_strategy("slm")
         members = []
         for name in settings.teacher_names():
+            if is_checkpoint_name(name):  # fine-tuned on the domain from its own weights
+                base = open_checkpoint(name, seq_len=ws.seq_len, device=ws.train.device,
+                                       what="teachers")
+                members.append(_Member(f"teacher {base.folder.name}", "teacher", slm,
+                                       slm.settings(), 0.0, base=base))
+                continue
             teacher = get_strategy(name)
             members.append(_Member(f"teacher {name}", "teacher", teacher, teacher.settings(), 0.0))
         if settings.staged:
             members.append(_Member("mid-size teacher", "mid", slm, slm.settings(), 0.0,
                                    mid_size(ws)))
-        pretraining = [m for m in members if m.strategy.has_generic_phase]
+        pretraining = [m for m in members if m.strategy.has_generic_phase and m.base is None]
         for m in pretraining:
             m.share = settings.teacher_fraction / len(pretraining)
         student_share = 1.0 - settings.teacher_fraction if pretraining else 1.0
@@ -216,13 +234,17 @@ class DistillationStrategy(Strategy):
             ws.budgets, pretrain_flops=member.share * ws.budgets.pretrain_flops,
             spec_flops=ws.budgets.spec_flops if spec_flops is None else spec_flops,
         )
-        return replace(ws, budgets=budgets, small=member.size or ws.small, ledger=Ledger(),
-                       on_eval=None)
+        small = str(member.base.folder) if member.base else member.size or ws.small
+        return replace(ws, budgets=budgets, small=small, ledger=Ledger(), on_eval=None,
+                       base=member.base)
 
     @staticmethod
     def _check_vocabularies(members: list[_Member], ws) -> None:
         for m in members[:-1]:
-            vocab, tokenizer = _vocabulary(m.strategy, DistillationStrategy._sub(ws, m))
+            if m.base is not None:  # a checkpoint brings its own tokenizer
+                vocab, tokenizer = m.base.shape.vocab_size, load_tokenizer(m.base.folder)
+            else:
+                vocab, tokenizer = _vocabulary(m.strategy, DistillationStrategy._sub(ws, m))
             check_teacher(m.role, vocab_size=vocab, tokenizer=tokenizer,
                           student_vocab_size=ws.vocab_size, student_tokenizer=ws.tokenizer)
 
@@ -368,7 +390,8 @@ class DistillationStrategy(Strategy):
                           student_vocab_size=ws.vocab_size, student_tokenizer=ws.tokenizer)
             out = cache.outputs(spec.model, windows, label=f"{m.role} passes", **passes)
             outputs.append(out.topk)
-            notes[m.role] = {**spec.notes, "outputs_reused": out.reused}
+            notes[m.role] = {**spec.notes, "outputs_reused": out.reused,
+                             "outputs_bytes": out.topk.logprobs.nbytes + out.topk.ids.nbytes}
         target = combine_teachers(outputs, settings.teacher_weights, top_k=passes["top_k"])
         if settings.staged:
             mid = members[-2]

@@ -198,7 +198,7 @@ class TeacherCache:
 
         key = self.key(teacher, windows, top_k=top_k, temperature=temperature)
         path = self.folder / f"{key}.safetensors"
-        flops = windows.numel() * shape_of(teacher).forward_flops_per_token()
+        flops = windows.numel() * shape_of(teacher, windows.shape[1]).forward_flops_per_token()
         if path.exists():  # saves the time, not the accounted cost: the same charge again
             from safetensors import safe_open
 

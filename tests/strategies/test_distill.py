@@ -366,3 +366,44 @@ def test_two_teachers_are_each_specialized_charged_and_mixed(tiny_inputs, tmp_pa
         assert spec[f"teacher {teacher} passes"] == pytest.approx(law.train.tokens * forward)
     assert sum(spec.values()) <= ws.budgets.spec_flops
     assert report.domains[0].notes["distill_steps"] > 0
+
+
+def test_a_teacher_checkpoint_is_fine_tuned_charged_at_its_size_and_taught(tiny_inputs, tmp_path):
+    """The production recipe: an open checkpoint (here a Llama with grouped-query attention,
+    saved with the student's tokenizer) fine-tuned on the domain, then distilled from."""
+    teacher_shape = model_shape("d=96,layers=2,heads=4,kv_heads=2,ff=192",
+                                vocab_size=len(tiny_inputs.tokenizer), seq_len=64)
+    folder = tmp_path / "teacher-ckpt"
+    teacher_shape.build(seed=2).save_pretrained(folder)
+    tiny_inputs.tokenizer.save_pretrained(folder)
+    ws = make_workspace(tiny_inputs, tmp_path / "cache", pretrain_flops=3e9, spec_flops=5e9)
+    law, _ = law_and_bio(tiny_inputs)
+    settings = {"teachers": str(folder), "top_k": 16, "teacher_spec_share": 0.5}
+    report = run_strategy("slm-d", settings, ws, {"law": law})
+    generic = labels(report.generic_ledger, "generic")
+    assert generic == {"teacher teacher-ckpt: base checkpoint (sunk cost)": 0.0,
+                       "student: slm pretraining": pytest.approx(3e9, rel=0.1)}
+    spec = labels(report.domains[0].ledger, "specialization")
+    assert list(spec) == ["teacher teacher-ckpt: fine-tune", "teacher teacher-ckpt passes",
+                          "student: distillation"]
+    at_window = model_shape("d=96,layers=2,heads=4,kv_heads=2,ff=192",
+                            vocab_size=len(tiny_inputs.tokenizer), seq_len=ws.seq_len)
+    assert spec["teacher teacher-ckpt passes"] == pytest.approx(
+        law.train.tokens * at_window.forward_flops_per_token())  # its size, the plan's window
+    notes = report.domains[0].notes["teacher teacher-ckpt"]
+    assert notes["outputs_bytes"] == law.train.n * (ws.seq_len - 1) * 16 * 6  # top-k: bounded
+
+
+def test_a_teacher_checkpoint_with_another_tokenizer_is_refused(tiny_inputs, tmp_path):
+    from planner.data.corpus import train_tokenizer
+
+    other = train_tokenizer(["another corpus entirely, with other words"] * 50, vocab_size=280,
+                            cache_dir=tmp_path / "tok")
+    folder = tmp_path / "foreign"
+    model_shape("tiny", vocab_size=len(other), seq_len=64).build().save_pretrained(folder)
+    other.save_pretrained(folder)
+    ws = make_workspace(tiny_inputs, tmp_path / "cache")
+    strategy = get_strategy("slm-d")
+    with pytest.raises(SpecplanError, match="teacher foreign: its vocabulary .* is not the "
+                                            "student's .* teachers must use the student's"):
+        strategy.estimate(strategy.settings({"teachers": str(folder)}), ws)
