@@ -98,6 +98,7 @@ class MixtureOfExpertsStrategy(Strategy):
     family = "experts"
     settings_cls = MixtureSettings
     summary = "hard mixture: one expert per generic cluster; fine-tune the domain's expert"
+    accepts_base = True  # each expert continues the base's pretraining on its cluster
 
     def estimate(self, settings, ws) -> CostEstimate:
         k = settings.k
@@ -129,7 +130,7 @@ class MixtureOfExpertsStrategy(Strategy):
             spec = selection + steps_within(ws.budgets.spec_flops - selection, shape, ws) * one_step
             min_spec = selection + one_step
         return CostEstimate(
-            generic_flops=generic, spec_flops=spec,
+            generic_flops=generic + ws.base_cost, spec_flops=spec,
             inference_flops_per_token=shape.inference_flops_per_token(),
             params_inference=shape.params_total, params_pretrain=k * shape.params_total,
             min_generic_flops=clusters + k * one_step, min_spec_flops=min_spec,
@@ -164,15 +165,19 @@ class MixtureOfExpertsStrategy(Strategy):
         valid = ws.generic.valid.ids
         valid_labels = clustering.assign(valid, decode=ws.decode)  # (n_valid,), validation
         experts, weighted, counted = [], 0.0, 0
+        continued = ws.base is not None  # experts start from the base, at the fine-tuning rate
+        if continued:
+            ws.charge_base()
         for i in range(settings.k):
             own_valid = valid[valid_labels == i][: ws.train.eval_windows or None]
-            model = shape.build(seed=ws.train.seed)
+            model = ws.initial_model(shape)
             result = ws.pretrain_model(
                 model, ws.generic.train.ids[train_labels == i],
                 flops_per_token=shape.train_flops_per_token(),
-                max_flops=per_expert, lr=settings.lr,
+                max_flops=per_expert, lr=settings.ft_lr if continued else settings.lr,
                 valid=own_valid if len(own_valid) else None,
-                label=f"{self.name} expert {i} pretraining",
+                label=f"{self.name} expert {i} "
+                      f"{'continued pretraining of the base' if continued else 'pretraining'}",
             )
             save_model(model, expert_folder(folder, i))
             # The engine's last validation is the final model on this cluster's held-out windows.

@@ -100,7 +100,7 @@ def test_slm_is_continues_the_base_on_resampled_generic_data(bases, tiny_inputs,
 def test_strategies_that_cannot_start_from_a_base_say_so(bases, tiny_inputs, tmp_path):
     ws = workspace(tiny_inputs, tmp_path, bases["llama"])
     with pytest.raises(SpecplanError, match="slm-pn does not start from a --base checkpoint yet; "
-                                            "strategies that do: slm, slm-is"):
+                                            "strategies that do: slm, slm-is, slm-mix"):
         plan_check(get_strategy("slm-pn"), get_strategy("slm-pn").settings(), ws)
 
 
@@ -133,8 +133,9 @@ def test_plan_searches_the_strategies_that_start_from_the_base(bases, corpus_dir
               "32", "--device", "cpu", "--gpus", "none"]
     code, _, err = specplan(monkeypatch, capsys, *common, "--strategies", "slm,slm-pn",
                             "--out", str(tmp_path / "refused"))
-    assert code == 2 and err.strip() == ("error: --strategies: slm-pn does not start from a "
-                                         "--base checkpoint yet; strategies that do: slm, slm-is")
+    assert code == 2 and err.strip() == (
+        "error: --strategies: slm-pn does not start from a --base checkpoint yet; strategies "
+        "that do: slm, slm-is, slm-mix")
     code, out, err = specplan(monkeypatch, capsys, "--json", *common, "--strategies", "slm",
                               "--trials", "1", "--out", str(tmp_path / "plan"))
     assert code == 0, err
@@ -142,3 +143,14 @@ def test_plan_searches_the_strategies_that_start_from_the_base(bases, corpus_dir
     assert plan["strategy"] == "slm" and plan["size"] == str(bases["llama"])
     exported = AutoModelForCausalLM.from_pretrained(tmp_path / "plan" / "model" / "law")
     assert exported.config.num_key_value_heads == 1  # the base's architecture
+
+
+def test_slm_mix_experts_each_continue_the_base(bases, tiny_inputs, tmp_path):
+    ws = workspace(tiny_inputs, tmp_path, bases["qwen2"], pretrain=1.5e10, spec=1e9)
+    report = run_strategy("slm-mix", get_strategy("slm-mix").settings({"k": 2}), ws,
+                          {"law": tiny_inputs.domains["law"]})
+    labels = [e.label for e in report.generic_ledger.entries]
+    assert "base checkpoint (sunk cost)" in labels
+    assert "slm-mix expert 1 continued pretraining of the base" in labels
+    assert report.generic_ledger.flops("generic") <= 1.5e10
+    assert report.domains[0].ppl_after < report.domains[0].ppl_before
