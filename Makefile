@@ -39,8 +39,9 @@ demo: $(STAMP)
 	$(VENV)/bin/specplan --cache $(CACHE) plan --demo --task legal=$(CACHE)/demo/legal_task.jsonl \
 		--out runs/demo
 
+# Two test processes (one file each at a time): the suite's tiny models use one thread each.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m "not gpu"

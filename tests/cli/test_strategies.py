@@ -20,7 +20,7 @@ def test_lists_every_strategy_with_phases_and_settings():
     assert result.exit_code == 0
     headers = [line.split(":")[0] for line in result.output.splitlines()
                if line and not line.startswith(" ")]
-    assert headers == in_study_order() and len(headers) == 8
+    assert headers == in_study_order() and len(headers) == 9
     assert "phases: generic, specialization" in result.output
     assert re.search(r"\n  ft_patience +3 +1 to 8: validations without gain", result.output)
 
