@@ -200,6 +200,7 @@ class DistillationStrategy(Strategy):
     name = NAME
     family = "distillation"
     settings_cls = DistillSettings
+    accepts_base = True  # the student starts from the base; teachers may be checkpoints too
     summary = "small model distilled from fine-tuned teachers (multi-teacher, optionally staged)"
 
     # -- the recipe -----------------------------------------------------------------------------
@@ -224,7 +225,7 @@ class DistillationStrategy(Strategy):
             m.share = settings.teacher_fraction / len(pretraining)
         student_share = 1.0 - settings.teacher_fraction if pretraining else 1.0
         members.append(_Member("student", "student", slm, slm.settings({"lr": settings.lr}),
-                               student_share))
+                               student_share, base=ws.base))  # from the plan's base, if any
         return members
 
     @staticmethod
@@ -405,7 +406,8 @@ class DistillationStrategy(Strategy):
             target = out.topk
             notes[mid.role] = {"size": mid.size, "distill_steps": result.steps,
                                "outputs_reused": out.reused}
-        student = load_model(self._load(ws, artifact, entries["student"]).folder)
+        student = (ws.base.load() if ws.base is not None else
+                   load_model(self._load(ws, artifact, entries["student"]).folder))
         before, result = ws.finetune(
             student, domain, settings, flops_per_token=ws.shape(ws.small).train_flops_per_token(),
             max_flops=ws.budgets.spec_flops - ws.ledger.flops("specialization"),

@@ -100,7 +100,7 @@ def test_slm_is_continues_the_base_on_resampled_generic_data(bases, tiny_inputs,
 def test_strategies_that_cannot_start_from_a_base_say_so(bases, tiny_inputs, tmp_path):
     ws = workspace(tiny_inputs, tmp_path, bases["llama"])
     with pytest.raises(SpecplanError, match="slm-pn does not start from a --base checkpoint yet; "
-                                            "strategies that do: slm, slm-is, slm-mix"):
+                                            "strategies that do: slm, slm-d, slm-is, slm-mix"):
         plan_check(get_strategy("slm-pn"), get_strategy("slm-pn").settings(), ws)
 
 
@@ -135,7 +135,7 @@ def test_plan_searches_the_strategies_that_start_from_the_base(bases, corpus_dir
                             "--out", str(tmp_path / "refused"))
     assert code == 2 and err.strip() == (
         "error: --strategies: slm-pn does not start from a --base checkpoint yet; strategies "
-        "that do: slm, slm-is, slm-mix")
+        "that do: slm, slm-d, slm-is, slm-mix")
     code, out, err = specplan(monkeypatch, capsys, "--json", *common, "--strategies", "slm",
                               "--trials", "1", "--out", str(tmp_path / "plan"))
     assert code == 0, err
@@ -153,4 +153,18 @@ def test_slm_mix_experts_each_continue_the_base(bases, tiny_inputs, tmp_path):
     assert "base checkpoint (sunk cost)" in labels
     assert "slm-mix expert 1 continued pretraining of the base" in labels
     assert report.generic_ledger.flops("generic") <= 1.5e10
+    assert report.domains[0].ppl_after < report.domains[0].ppl_before
+
+
+def test_slm_d_distils_a_checkpoint_teacher_into_the_base(bases, tiny_inputs, tmp_path):
+    """Teacher and student both from checkpoints, as the production recipe starts."""
+    ws = workspace(tiny_inputs, tmp_path, bases["qwen2"], spec=3e9)
+    settings = {"teachers": str(bases["llama"]), "top_k": 16}
+    report = run_strategy("slm-d", get_strategy("slm-d").settings(settings), ws,
+                          {"law": tiny_inputs.domains["law"]})
+    assert {e.label for e in report.generic_ledger.entries} == {
+        "teacher llama: base checkpoint (sunk cost)", "student: base checkpoint (sunk cost)"}
+    assert report.generic_ledger.flops("generic") == 0.0
+    spec = [e.label for e in report.domains[0].ledger.entries]
+    assert spec == ["teacher llama: fine-tune", "teacher llama passes", "student: distillation"]
     assert report.domains[0].ppl_after < report.domains[0].ppl_before
