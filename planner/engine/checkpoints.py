@@ -8,6 +8,7 @@ config's size (:meth:`ModelShape.train_memory_bytes`) before it is loaded.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass
@@ -44,9 +45,13 @@ class Checkpoint:
         return model
 
 
+@functools.lru_cache(maxsize=32)
 def open_checkpoint(folder: str | Path, *, seq_len: int, device: str = "cpu",
                     allow_pickle: bool = False, what: str = "--base") -> Checkpoint:
     """Check a checkpoint folder and describe it, without loading its weights.
+
+    Checked once per process (cached): every trial's workspace opens the same base, and once
+    a trial has trained, the device's free memory no longer says whether the model fits.
 
     Raises:
         SpecplanError: one line naming ``what`` for a folder that is not a checkpoint, an
