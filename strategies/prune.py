@@ -185,10 +185,8 @@ def prune(model: torch.nn.Module, small: ModelShape, importance: dict) -> tuple:
     state = model.state_dict()
     out = {}
     for name, value in state.items():
-        if not name.startswith("model.layers."):
+        if not name.startswith("model.layers."):  # embeddings, LM head, final norm
             out[name] = value[..., d] if value.shape[-1] == config.hidden_size else value
-            if name.endswith("norm.weight"):
-                out[name] = value[d]
     for new, old in enumerate(layers):
         groups = _top(importance["heads"][old], small.num_key_value_heads)
         kv_rows = (groups[:, None] * head_dim + torch.arange(head_dim)).flatten()
