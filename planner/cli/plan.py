@@ -26,8 +26,15 @@ from planner.core.errors import SpecplanError
 @click.option("--strategies", default=None,
               help="Comma-separated strategies to search (default: all registered; "
                    "`specplan strategies` lists them).")
-@click.option("--trials", type=int, default=None, help="Finished trials, at least 1 (default: "
-              "one per strategy, plus two).")
+@click.option("--exhaustive", is_flag=True,
+              help="Run every strategy at the full budgets (Optuna trials) instead of planning "
+                   "early from proxy runs; implied by --trials, --frontier and --base.")
+@click.option("--planning-budget", default=None,
+              help="Early plan: what the proxy runs may cost in all, FLOPs or device time "
+                   "(default: half the project's total cost, pretraining + N x "
+                   "specialization).")
+@click.option("--trials", type=int, default=None, help="Finished trials of the exhaustive "
+              "search, at least 1 (default: one per strategy, plus two).")
 @click.option("--frontier", is_flag=True,
               help="Two objectives (perplexity, total cost): Pareto set.")
 @click.option("--storage", default=None, help="Optuna storage URL (default: OUT/study.journal); "
@@ -45,9 +52,12 @@ from planner.core.errors import SpecplanError
                    "repeatable.")
 @click.option("--out", required=True, help="Output folder: plan.json, trials.csv, model/.")
 @click.pass_obj
-def plan(obj: Ctx, domains_count, strategies, trials, frontier, storage, gpus, gpus_per_trial,
-         sizes, pruner, tasks, out, **options) -> None:
-    """Search strategies under the budgets, pick the best, build and export it."""
+def plan(obj: Ctx, domains_count, strategies, exhaustive, planning_budget, trials, frontier,
+         storage, gpus, gpus_per_trial, sizes, pruner, tasks, out, **options) -> None:
+    """Pick the strategy for the budgets, build and export it.
+
+    By default the plan is early: proxy runs within a planning budget, a forecast per strategy,
+    and only the choice built at the full budgets. --exhaustive runs every strategy in full."""
     from planner.data.demo import DEMO_BUDGETS, DEMO_DOMAIN_TOKENS
     from planner.core.io import writable_folder
     from planner.run.config import check_run_args
@@ -75,6 +85,10 @@ def plan(obj: Ctx, domains_count, strategies, trials, frontier, storage, gpus, g
         if name not in takers:
             raise SpecplanError(f"--strategies: {name} does not start from a --base checkpoint "
                                 f"yet; strategies that do: {', '.join(takers)}")
+    exhaustive = exhaustive or trials is not None or frontier or bool(run_args.base)
+    if planning_budget and exhaustive:
+        raise SpecplanError("--planning-budget is what an early plan's proxy runs may cost; "
+                            "leave it out with --exhaustive, --trials, --frontier or --base")
     if run_args.base and sizes:
         raise SpecplanError("--sizes: the deployed model is the --base checkpoint; leave "
                             "--sizes out")
@@ -84,14 +98,43 @@ def plan(obj: Ctx, domains_count, strategies, trials, frontier, storage, gpus, g
         domain_tokens=budgets.domain_tokens or (DEMO_DOMAIN_TOKENS if data.demo else None),
         domains_count=domains_count, strategies=names,
         # the demo stays within minutes
-        trials=trials if trials is not None else len(names) + (1 if data.demo else 2),
+        trials=trials if trials is not None else len(names) + (0 if data.demo else 2),
         frontier=frontier, sizes=[run_args.base] if run_args.base else
         admitted_sizes(sizes, budgets, data.vocab_size, data.seq_len),
         pruner=pruner, cache_dir=str(obj.cache),
     )
-    result = run_plan(spec, out, storage=storage, gpus=gpus, gpus_per_trial=gpus_per_trial,
-                      tasks=parse_tasks(tasks))
+    if exhaustive:
+        result = run_plan(spec, out, storage=storage, gpus=gpus, gpus_per_trial=gpus_per_trial,
+                          tasks=parse_tasks(tasks))
+    else:
+        result = _plan_early(obj, spec, out, planning_budget, strategies is None, options,
+                             tasks=parse_tasks(tasks), device=run_args.device,
+                             exhaustive_options={"storage": storage, "gpus": gpus,
+                                                 "gpus_per_trial": gpus_per_trial})
     obj.emit(result.plan, result.summary)
+
+
+def _plan_early(obj: Ctx, spec, out, planning_budget, default_names: bool, options, *, tasks,
+                device, exhaustive_options):
+    """The early plan: the study's main strategies unless named, the planning budget parsed
+    and checked against what this machine can spend."""
+    from planner.cli._shared import check_spendable
+    from planner.core.budgets import parse_budget
+    from planner.core.cost import hardware_profile
+    from planner.search.early import default_strategies, plan_early
+
+    planning = None
+    if planning_budget:
+        planning = parse_budget(planning_budget, what="--planning-budget",
+                                utilization=options.get("utilization"), cache_dir=obj.cache)
+        if not options.get("yes"):
+            check_spendable(obj, planning, "--planning-budget", planning_budget, device,
+                            options.get("utilization"))
+    hours = hardware_profile("a100", utilization=options.get("utilization"),
+                             cache_dir=obj.cache)
+    return plan_early(spec, out, planning_flops=planning, tasks=tasks, hours=hours,
+                      early_strategies=default_strategies(spec.strategies) if default_names
+                      else None, exhaustive_options=exhaustive_options)
 
 
 def gpus_available() -> bool:

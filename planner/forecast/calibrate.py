@@ -207,8 +207,10 @@ def calibrate(
       is charged, not the estimate). Strategies that got no anchor run are left out of the
       forecast.
 
-    Every run's rows are appended to ``results_path`` (CSV) as they finish; an existing file is
-    read first, so a calibration can be extended later or resumed after an interrupt.
+    Every run's rows are appended to ``results_path`` (CSV) as they finish. An existing file is
+    read first: its runs are not repeated and what they cost (:func:`ladder_cost`) counts
+    against ``planning_flops``, so an interrupted calibration resumes where it stopped and a
+    larger planning budget extends it.
 
     Args:
         inputs: ``planner.data.inputs.Inputs`` (the user's data or the demo corpora).
@@ -236,14 +238,20 @@ def calibrate(
                             "runs and the forecast share")
     names = list(strategies or CALIBRATION_STRATEGIES)
     results_path = Path(results_path)
-    ladder = Ladder(inputs, budgets, {name: get_strategy(name) for name in names}, run,
-                    Path(cache_dir), max_extrapolation, n_boot,
-                    read_results(results_path) if results_path.is_file() else pd.DataFrame())
-    ladder.candidates = candidate_rungs(ladder, _deployed_sizes(ladder, sizes), ladder_ratio,
-                                        rungs, min_steps)
+    ladder = _ladder(inputs, budgets, names, run, cache_dir, max_extrapolation, n_boot,
+                     read_results(results_path) if results_path.is_file() else pd.DataFrame(),
+                     sizes, ladder_ratio, rungs, min_steps)
+    if not ladder.candidates:
+        raise SpecplanError(
+            f"calibrate: no proxy run of {', '.join(names)} fits below the target budgets (each "
+            f"needs {min_steps} optimizer steps at a proxy size and a budget at most half the "
+            "target's); raise the budgets, or name smaller proxy sizes")
+    ladder.spent = ladder_cost(ladder.table)
+    ladder.done = {r.key for r in ladder.candidates if ladder.measured(r)}
     anchors = [r for r in ladder.candidates if ladder.budget_of(r) >= ladder.near(r.strategy)
                and not ladder.anchored(r.strategy)]
-    if anchors and min(ladder.estimated_cost(r) for r in anchors) > planning_flops:
+    if (anchors and not len(ladder.table)
+            and min(ladder.estimated_cost(r) for r in anchors) > planning_flops):
         raise SpecplanError(
             f"calibrate: the planning budget {planning_flops:.3g} FLOPs cannot pay for one run "
             f"within --max-extrapolation {max_extrapolation:g} of the target (the cheapest "
@@ -280,6 +288,35 @@ def calibrate(
         raise SpecplanError(f"{err} (the calibration runs are in {results_path})") from None
     return CalibrationResult(ladder.runs, planning_flops, ladder.spent, str(results_path),
                              result, skipped)
+
+
+def _ladder(inputs, budgets, names, run, cache_dir, max_extrapolation, n_boot, table, sizes,
+            ladder_ratio, rungs, min_steps) -> "Ladder":
+    ladder = Ladder(inputs, budgets, {name: get_strategy(name) for name in names}, run,
+                    Path(cache_dir), max_extrapolation, n_boot, table)
+    ladder.candidates = candidate_rungs(ladder, _deployed_sizes(ladder, sizes), ladder_ratio,
+                                        rungs, min_steps)
+    return ladder
+
+
+def ladder_minimums(inputs, budgets, strategies: Sequence[str], *, cache_dir, run: RunArgs,
+                    max_extrapolation: float = 10.0, sizes: Sequence[str] | None = None,
+                    ladder_ratio: float = 2.0, rungs: int = 8, min_steps: int = 20
+                    ) -> dict[str, float]:
+    """Before any run: what each strategy's ladder costs at least, from its cheapest anchor run
+    to a fittable law (estimated FLOPs; infinite when the budgets leave too few levels below
+    them). The early plan compares these with its planning budget."""
+    ladder = _ladder(inputs, budgets, list(strategies), run, cache_dir, max_extrapolation, 1,
+                     pd.DataFrame(), sizes, ladder_ratio, rungs, min_steps)
+    costs = {r.key: ladder.estimated_cost(r) for r in ladder.candidates}
+    out = {}
+    for name in strategies:
+        own = ladder.own_rows(name)
+        out[name] = min((_completion_cost(r, own, ladder.axis(name), ladder.candidates, costs,
+                                          ladder.n_domains)
+                         for r in ladder.candidates if r.strategy == name
+                         and ladder.budget_of(r) >= ladder.near(name)), default=math.inf)
+    return out
 
 
 @dataclass
@@ -321,14 +358,30 @@ class Ladder:
                               clusterings=self.clusterings)
 
     def estimated_cost(self, rung: _Rung) -> float:
-        """Pretraining (0 when its artifact is cached) plus specialization over every domain."""
+        """Pretraining (0 when a run of this ladder already paid for its artifact) plus
+        specialization over every domain. An artifact another command left in the cache saves
+        time, not cost: the ladder is charged for it once."""
         strategy = self.strategy_of[rung.strategy]
-        ws = self.workspace(rung)
-        estimate = strategy.estimate(strategy.settings(), ws)
-        folder = (ws.cache_dir / "artifacts"
-                  / f"{rung.strategy}-{ws.artifact_key(strategy, strategy.settings())}")
-        generic = 0.0 if (folder / "meta.json").exists() else estimate.generic_flops
+        estimate = strategy.estimate(strategy.settings(), self.workspace(rung))
+        generic = 0.0 if self.pretraining_paid(rung) else estimate.generic_flops
         return generic + self.n_domains * estimate.spec_flops
+
+    def pretraining_paid(self, rung: _Rung) -> bool:
+        """Whether a run already in the table pretrained this rung's artifact."""
+        if not len(self.table) or rung.pretrain_flops <= 0:
+            return False
+        own = self.table[self.table["strategy"] == rung.strategy]
+        return bool((np.isclose(own["pretrain_budget_flops"], rung.pretrain_flops, rtol=1e-9)
+                     & np.isclose(own["params_inference"], rung.params, rtol=1e-9)).any())
+
+    def measured(self, rung: _Rung) -> bool:
+        """Whether the table already has this rung's run (a resumed ladder does not repeat it)."""
+        if not len(self.table):
+            return False
+        own = self.table[self.table["strategy"] == rung.strategy]
+        return bool((np.isclose(own["pretrain_budget_flops"], rung.pretrain_flops, rtol=1e-9)
+                     & np.isclose(own["spec_budget_flops"], rung.spec_flops, rtol=1e-9)
+                     & np.isclose(own["params_inference"], rung.params, rtol=1e-9)).any())
 
     def near(self, name: str) -> float:
         """The smallest budget a forecast at the target accepts (``max_extrapolation``)."""
@@ -404,6 +457,7 @@ class Ladder:
                            cost, score=score)
         self.runs.append(record)
         ws = self.workspace(rung)
+        paid = self.pretraining_paid(rung)
         try:
             report = run_strategy(rung.strategy, self.strategy_of[rung.strategy].settings(), ws,
                                   self.inputs.domains)
@@ -411,11 +465,19 @@ class Ladder:
             record.status = f"failed: {err}"
             return
         rows = pd.DataFrame(report.rows(ws.budgets))
-        record.spent_flops = float(
-            (0.0 if report.artifact_reused else rows["generic_flops"].iloc[0])
-            + rows["spec_flops"].sum())
+        record.spent_flops = float((0.0 if paid else rows["generic_flops"].iloc[0])
+                                   + rows["spec_flops"].sum())
         self.spent += record.spent_flops
         self.table = pd.concat([self.table, rows], ignore_index=True) if len(self.table) else rows
+
+
+def ladder_cost(table: pd.DataFrame) -> float:
+    """What the runs of a calibration table cost: every specialization, and each pretraining
+    artifact once (the ledger's charge, cached or not: a cache saves time, never cost)."""
+    if not len(table):
+        return 0.0
+    firsts = table.drop_duplicates(["strategy", "pretrain_budget_flops", "params_inference"])
+    return float(firsts["generic_flops"].fillna(0).sum() + table["spec_flops"].fillna(0).sum())
 
 
 def _deployed_sizes(ladder: Ladder, sizes: Sequence[str] | None) -> list[str]:

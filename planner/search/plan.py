@@ -243,10 +243,7 @@ def finish(study, spec, inputs, out_dir: Path, checks, retried, search_seconds,
         size=best.params["size"],
         settings=best.user_attrs["settings"],
         trial=best.number,
-        budgets={"pretrain_flops": budgets.pretrain_flops, "spec_flops": budgets.spec_flops,
-                 "inference": budgets.inference.describe(),
-                 "domain_tokens": budgets.domain_tokens,
-                 "domains_count": budgets.domains_count},
+        budgets=budgets_doc(budgets),
         estimated_cost=best.user_attrs["estimate"],
         measured_cost={
             "generic_flops": best.user_attrs["generic_flops"],
@@ -285,6 +282,13 @@ def finish(study, spec, inputs, out_dir: Path, checks, retried, search_seconds,
     return PlanResult(out_dir, plan_doc, summary_text(frame, plan_doc))
 
 
+def budgets_doc(budgets) -> dict:
+    """The budgets as ``plan.json`` writes them."""
+    return {"pretrain_flops": budgets.pretrain_flops, "spec_flops": budgets.spec_flops,
+            "inference": budgets.inference.describe(), "domain_tokens": budgets.domain_tokens,
+            "domains_count": budgets.domains_count}
+
+
 def planning_cost(trials, budgets, final) -> dict:
     """What choosing cost, against what the project costs (generic + N x specialization).
 
@@ -297,7 +301,7 @@ def planning_cost(trials, budgets, final) -> dict:
     project = budgets.pretrain_flops + budgets.domains_count * budgets.spec_flops
     search = float(sum(counted))
     final_flops = sum(e.flops for e in final.ledger().entries if e.device != "cache")
-    return {"search_flops": search, "final_run_flops": final_flops,
+    return {"mode": "exhaustive", "search_flops": search, "final_run_flops": final_flops,
             "project_flops": project, "domains_count": budgets.domains_count,
             "search_share_of_project": search / project if project else math.nan,
             "trials_counted": len(counted), "trials_uncounted": len(trials) - len(counted)}

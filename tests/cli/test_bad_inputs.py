@@ -94,6 +94,17 @@ CASES = {
     "bad domain tokens": (["plan", "--domain-tokens", "many"], ["--domain-tokens", "64k"]),
     # sizes and counts
     "zero trials": (["plan", "--trials", "0"], ["--trials 0", "at least 1"]),
+    # the early plan's planning budget
+    "planning budget on an exhaustive plan": (["plan", "--planning-budget", "1e10"],
+                                              ["--planning-budget", "--exhaustive"]),
+    "planning budget too small": (["plan", "--trials", None, "--planning-budget", "1e3"],
+                                  ["--planning-budget 1e+03 FLOPs cannot calibrate slm",
+                                   "raise --planning-budget", "--exhaustive"]),
+    "planning budget over the project": (["plan", "--trials", None, "--planning-budget",
+                                          "1e11"], ["at least the project's own cost",
+                                                    "--exhaustive"]),
+    "planning budget beyond a year": (["plan", "--trials", None, "--planning-budget", "1e30"],
+                                      ["--planning-budget 1e30", "years", "--yes"]),
     "zero seq-len": (["plan", "--seq-len", "0"], ["--seq-len", "at least 1"]),
     "zero batch": (["plan", "--batch-size", "0"], ["--batch-size", "at least 1"]),
     "batch tokens off the window": (["plan", "--batch-tokens", "100"],

@@ -1,0 +1,387 @@
+"""``plan_early()``: decide before spending. A planning budget buys a ladder of proxy runs, laws
+forecast every strategy at the target budgets, and only the pick is built at full price.
+
+The exhaustive search (:func:`planner.search.plan.plan`) runs every strategy at the project's
+budgets, which on the demo spends several times the project to choose how to spend it once.
+The reference study's advice is to plan early (arXiv 2402.01093 v2, Sec. 6): this module follows
+it with the pieces the forecast already has:
+
+1. the calibration ladder (:func:`planner.forecast.calibrate.calibrate`) on the user's data,
+   within ``planning_flops``; its runs are kept in the cache, keyed by the plan, so an
+   interrupted plan resumes its ladder and never pays a finished proxy run twice;
+2. a law per strategy, forecast at the target budgets with prediction intervals;
+3. the choice (the lowest forecast within the inference budget), the probability that it is
+   the best (:func:`chance_best`), and where the pick would flip (:func:`flip_budgets`);
+4. one run of the choice at the full budget, its measured validation and test perplexity
+   written beside the forecast in ``plan.json``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+from statistics import NormalDist
+
+import numpy as np
+
+from planner.core.errors import BudgetError, Interrupted, SpecplanError
+from planner.core.io import content_hash, untouched_on_error, writable_folder, write_json
+from planner.core.reference import GUIDANCE, reference_guidance
+from planner.engine.evaluate import macro_perplexity
+from planner.engine.models import SIZES, model_shape
+from planner.forecast.calibrate import (
+    CALIBRATION_STRATEGIES,
+    calibrate,
+    ladder_cost,
+    ladder_minimums,
+)
+from planner.forecast.forecast import forecast
+from planner.run.config import make_workspace
+from planner.run.results import read_results
+from planner.run.runner import load_tasks, run_strategy
+from planner.search.plan import (
+    PlanResult,
+    budgets_doc,
+    feasibility_report,
+    measure_chosen,
+    score_chosen,
+)
+from planner.search.plan import plan as exhaustive_plan
+from planner.search.study import PlanSpec, load_plan_inputs
+from strategies import family_of, get_strategy
+
+log = logging.getLogger("specplan")
+
+#: The planning budget when none is given: this share of the project's total cost for N
+#: domains (pretraining + N x specialization). See the README for how it was measured.
+DEFAULT_PLANNING_SHARE = 0.5
+
+_FLIP_FACTORS = (0.25, 0.5, 2.0, 4.0)  # budget multiples scanned for a change of pick
+
+
+def project_flops(budgets) -> float:
+    """The project's total cost for N domains (the study's Eq. 1)."""
+    return budgets.pretrain_flops + budgets.domains_count * budgets.spec_flops
+
+
+def plan_early(spec: PlanSpec, out_dir: str | Path, *, planning_flops: float | None = None,
+               inputs=None, tasks=(), max_extrapolation: float = 10.0, n_boot: int = 30,
+               hours=None, early_strategies: list[str] | None = None,
+               exhaustive_options: dict | None = None) -> PlanResult:
+    """Calibrate within ``planning_flops``, forecast, build only the choice; write plan.json.
+
+    Which strategies are calibrated: those whose cheapest fittable ladder
+    (:func:`planner.forecast.calibrate.ladder_minimums`) fits in the planning budget, cheapest
+    first; the others are listed in ``plan.json`` with what they would need. Without a given
+    ``planning_flops``, when fewer than two strategies fit (the budgets leave too little room
+    below them for a ladder, as on the CPU demo), the plan is exhaustive
+    (:func:`planner.search.plan.plan` with ``exhaustive_options``) and says why.
+
+    Args:
+        spec: the plan (``trials`` is used only by the exhaustive fallback).
+        early_strategies: the strategies to calibrate, when fewer than ``spec.strategies`` (the
+            CLI's default: the study's main comparison; the fallback searches them all).
+        planning_flops: what the proxy runs may cost in all (default
+            :data:`DEFAULT_PLANNING_SHARE` of :func:`project_flops`).
+        tasks: (domain, task file) pairs scored on the chosen model.
+        max_extrapolation, n_boot, hours: the forecast's, see :func:`forecast`.
+
+    Raises:
+        SpecplanError: a given planning budget that cannot pay one strategy's ladder (with the
+            minimum), one at least the project's cost (``--exhaustive`` is cheaper), or a
+            forecast that refuses; proxy runs that finished are kept for the next try.
+    """
+    budgets = spec.budgets()
+    project = project_flops(budgets)
+    planning = planning_flops if planning_flops is not None else DEFAULT_PLANNING_SHARE * project
+    if planning >= project:
+        raise SpecplanError(
+            f"--planning-budget {planning:.3g} FLOPs: at least the project's own cost "
+            f"({project:.3g} for {budgets.domains_count} domain(s)); give a smaller one, or use "
+            "--exhaustive to run every strategy at the full budget")
+    out_dir = writable_folder(out_dir)
+    cache_dir = Path(spec.cache_dir)
+    fallback = None
+    with untouched_on_error(out_dir):
+        inputs = inputs or load_plan_inputs(spec)
+        loaded = _tasks(spec, inputs, tasks)
+        log.info(f"checking the budgets against {len(spec.strategies)} strategies")
+        checks = feasibility_report(spec, inputs, cache_dir)
+        if budgets.domain_tokens is None:  # the law needs the domain size: the data's own
+            sizes = [d.train.tokens for d in inputs.domains.values()]
+            budgets = dataclasses.replace(budgets, domain_tokens=round(sum(sizes) / len(sizes)))
+        feasible = [row["strategy"] for row in checks if row["ok"]
+                    and row["strategy"] in (early_strategies or spec.strategies)]
+        if not feasible:
+            raise BudgetError("the budgets fit no strategy: " + "; ".join(
+                f"{r['strategy']}: {r['reason']}" for r in checks))
+        minimums = ladder_minimums(inputs, budgets, feasible, cache_dir=cache_dir, run=spec.run,
+                                   max_extrapolation=max_extrapolation)
+        names, left = [], planning
+        for name in sorted(feasible, key=minimums.get):
+            if minimums[name] <= left:
+                names.append(name)
+                left -= minimums[name]
+        too_dear = {name: f"its cheapest ladder needs about {minimums[name]:.3g} FLOPs"
+                    if math.isfinite(minimums[name]) else "the budgets leave too few levels "
+                    "below them for its ladder" for name in feasible if name not in names}
+        wanted = "two strategies" if len(feasible) > 1 else feasible[0]
+        if len(names) < min(2, len(feasible)):
+            cheapest = min(minimums.values())
+            need = (f"the cheapest ladder needs about {cheapest:.3g} FLOPs"
+                    if math.isfinite(cheapest) else "no strategy has room for a ladder of proxy "
+                    "runs below these budgets")
+            if planning_flops is not None:
+                raise SpecplanError(
+                    f"--planning-budget {planning:.3g} FLOPs cannot calibrate {wanted}: "
+                    f"{need} ({'; '.join(f'{k}: {v}' for k, v in too_dear.items())}); raise "
+                    "--planning-budget, or use --exhaustive")
+            fallback = (f"planning early cannot calibrate {wanted} within "
+                        f"{planning:.3g} FLOPs ({DEFAULT_PLANNING_SHARE:.0%} of the project): "
+                        f"{need}")
+    if fallback:  # outside the clean-up: an interrupted search keeps its journal
+        return _exhaustive(spec, out_dir, inputs, tasks, exhaustive_options or {}, fallback)
+    with untouched_on_error(out_dir):
+        ladder_csv = cache_dir / "plans" / f"ladder-{ladder_key(spec)}.csv"
+        log.info(f"planning early: proxy runs within {planning:.3g} FLOPs "
+                 f"({planning / project:.0%} of the project's {project:.3g})")
+        started = time.perf_counter()
+        calibration = calibrate(  # an interrupt keeps the finished proxy runs, and says so
+            inputs, budgets, planning_flops=planning, results_path=ladder_csv,
+            cache_dir=cache_dir, strategies=names, run=spec.run,
+            max_extrapolation=max_extrapolation, n_boot=n_boot, hours=hours, log=log.info)
+        search_seconds = time.perf_counter() - started
+        result = calibration.forecast
+        if result.recommendation is None:
+            raise SpecplanError(f"no strategy can be chosen: {result.reason} (the proxy runs "
+                                f"are kept in {ladder_csv}; re-run to reuse them)")
+        name = result.recommendation
+        chosen = result.get(name)
+        odds = chance_best(result.strategies, result.quantiles, seed=spec.run.seed)
+        flips = flip_budgets(read_results(ladder_csv), budgets, name, odds,
+                             max_extrapolation=max_extrapolation, hours=hours,
+                             seed=spec.run.seed)
+    size = build_size(chosen.params_inference, budgets, spec, len(inputs.tokenizer),
+                      inputs.generic.train.seq_len, get_strategy(name).deploys_large)
+    log.info(f"chose {name} (forecast {chosen.ppl:.3g}, P(best) {odds.get(name, 1.0):.0%}): "
+             f"building it at the full budget")
+    run = spec.run if not get_strategy(name).deploys_large else dataclasses.replace(
+        spec.run, large=size)
+    ws = make_workspace(inputs, budgets, run, cache_dir,
+                        small=spec.sizes[0] if get_strategy(name).deploys_large else size)
+    started = time.perf_counter()
+    try:
+        with untouched_on_error(out_dir):
+            final = run_strategy(name, get_strategy(name).settings(), ws, inputs.domains,
+                                 out_dir=out_dir / "model", evaluate_test=True)
+            speed = measure_chosen(final, ws)
+            final_seconds = time.perf_counter() - started
+            plan_doc = _plan_doc(spec, budgets, ws, name, size, calibration, odds, flips,
+                                 final, speed, checks, ladder_csv, planning, search_seconds,
+                                 final_seconds, score_chosen(final, ws, inputs.tokenizer, loaded))
+            plan_doc["planning"]["skipped"].update(too_dear)
+            shutil.copyfile(ladder_csv, out_dir / "ladder.csv")
+            write_json(out_dir / "plan.json", plan_doc)
+    except KeyboardInterrupt:
+        raise Interrupted(f"the proxy runs are kept in {ladder_csv}; re-run the same command to "
+                          f"build the chosen model ({name})") from None
+    return PlanResult(out_dir, plan_doc, summary_text(plan_doc))
+
+
+def _exhaustive(spec, out_dir, inputs, tasks, options: dict, why: str) -> PlanResult:
+    """The exhaustive plan, when planning early cannot work; ``plan.json`` says why."""
+    log.info(f"{why}: searching exhaustively instead (every strategy at the full budgets)")
+    result = exhaustive_plan(spec, out_dir, inputs=inputs, tasks=tasks, **options)
+    result.plan["planning"].update(mode="exhaustive", early_refused=why)
+    write_json(Path(out_dir) / "plan.json", result.plan)
+    return PlanResult(result.out_dir, result.plan, f"{result.summary}\nnot planned early: {why}")
+
+
+def ladder_key(spec: PlanSpec) -> str:
+    """The plan's identity for its ladder: what it plans, not the planning budget (a larger one
+    extends the same ladder) nor how it runs."""
+    return content_hash(spec.study_name())
+
+
+def _tasks(spec: PlanSpec, inputs, tasks) -> dict:
+    given = spec.data.domains if len(spec.data.domains) == len(inputs.domains) else []
+    return load_tasks(tasks, {**{str(p): n for p, n in zip(given, inputs.domains)},
+                              **{n: n for n in inputs.domains}})
+
+
+def default_strategies(names: list[str]) -> list[str]:
+    """The strategies an early plan calibrates when the user names none: the study's main
+    comparison (each needs a ladder of its own; the others are for ``--exhaustive`` or an
+    explicit ``--strategies``)."""
+    return [name for name in names if name in CALIBRATION_STRATEGIES]
+
+
+def chance_best(items, quantiles=(0.1, 0.9), draws: int = 20_000, seed: int = 0
+                ) -> dict[str, float]:
+    """The probability that each forecast strategy has the lowest perplexity.
+
+    Each forecast is read as log-normal: median the point forecast, spread from its interval's
+    quantiles; strategies are drawn independently (their laws are fitted on separate runs).
+    Strategies over the inference budget, or without a forecast, are left out.
+    """
+    pool = [f for f in items if f.status == "forecast" and f.within_inference and f.ppl]
+    if not pool:
+        return {}
+    z = NormalDist().inv_cdf(quantiles[1]) - NormalDist().inv_cdf(quantiles[0])
+    mu = np.log([f.ppl for f in pool])
+    sigma = np.array([(math.log(f.ppl_hi / f.ppl_lo) / z)
+                      if f.ppl_lo and f.ppl_hi and math.isfinite(f.ppl_lo)
+                      and math.isfinite(f.ppl_hi) and f.ppl_lo > 0 else 0.0 for f in pool])
+    draw = mu + sigma * np.random.default_rng(seed).standard_normal((draws, len(pool)))
+    wins = np.bincount(draw.argmin(axis=1), minlength=len(pool)) / draws
+    return {f.strategy: float(w) for f, w in zip(pool, wins)}
+
+
+def flip_budgets(table, budgets, pick: str, odds: dict, *, max_extrapolation: float, hours,
+                 seed: int) -> list[dict]:
+    """The pick at multiples of each budget (pretraining, specialization), within the forecast's
+    extrapolation limit: where it changes, a change of budget changes the plan."""
+    names = list(odds) or [pick]
+    out = []
+    for axis, field_name in (("pretrain", "pretrain_flops"), ("spec", "spec_flops")):
+        if getattr(budgets, field_name) <= 0:
+            continue
+        for factor in _FLIP_FACTORS:
+            moved = dataclasses.replace(budgets, **{field_name: getattr(budgets, field_name)
+                                                    * factor})
+            try:
+                again = forecast(table, moved, strategies=names,
+                                 max_extrapolation=max_extrapolation, n_boot=10, hours=hours,
+                                 seed=seed)
+            except SpecplanError:
+                continue  # beyond what the proxy runs can say
+            out.append({"budget": axis, "factor": factor, "flops": getattr(moved, field_name),
+                        "pick": again.recommendation, "flips": again.recommendation != pick})
+    return out
+
+
+def build_size(params: float | None, budgets, spec: PlanSpec, vocab_size: int, seq_len: int,
+               deploys_large: bool) -> str:
+    """The preset nearest (in log parameters) to the forecast's model size, within the
+    inference budget unless the strategy deploys the large model."""
+    if params is None or not params > 0:
+        return spec.sizes[0]
+    shapes = {name: model_shape(name, vocab_size=vocab_size, seq_len=seq_len) for name in SIZES}
+    pool = {name: s for name, s in shapes.items() if deploys_large or budgets.inference.admits(
+        flops_per_token=s.inference_flops_per_token(), params=s.params_total)}
+    if not pool:
+        return spec.sizes[0]
+    return min(pool, key=lambda n: abs(math.log(pool[n].params_total / params)))
+
+
+def _plan_doc(spec, budgets, ws, name, size, calibration, odds, flips, final, speed, checks,
+              ladder_csv, planning, search_seconds, final_seconds, tasks) -> dict:
+    result = calibration.forecast
+    chosen = result.get(name)
+    pool = sorted((f for f in result.strategies if f.strategy in odds),
+                  key=lambda f: f.ppl)
+    runner_up = next((f for f in pool if f.strategy != name), None)
+    table = read_results(ladder_csv)
+    ladder_flops = ladder_cost(table)
+    final_flops = sum(e.flops for e in final.ledger().entries if e.device != "cache")
+    project = project_flops(budgets)
+    large = ws.shape(ws.large)
+    guided = reference_guidance(budgets, large.params_total, large.inference_flops_per_token())
+    validation = {d.domain: d.ppl_after for d in final.domains}
+    return {
+        "mode": "early",
+        "strategy": name,
+        "size": size,
+        "settings": final.settings.to_dict(),
+        "budgets": budgets_doc(budgets),
+        "estimated_cost": final.estimate.to_dict(),
+        "measured_cost": {
+            "final_run": {d.domain: d.ledger.to_dict()["totals"] for d in final.domains}},
+        "perplexity": {
+            "forecast": chosen.ppl, "forecast_interval": [chosen.ppl_lo, chosen.ppl_hi],
+            "validation": validation,
+            "validation_macro": macro_perplexity(validation.values()),
+            "test": {d.domain: d.ppl_test for d in final.domains},
+            "test_macro": macro_perplexity(d.ppl_test for d in final.domains),
+        },
+        "p_best": odds,
+        "why": result.reason,
+        "runner_up": runner_up and {
+            "strategy": runner_up.strategy, "forecast": runner_up.ppl,
+            "forecast_gap": runner_up.ppl / chosen.ppl - 1.0},
+        "flips": flips,
+        "forecast": result.to_dict(),
+        "reference_guidance": {"strategy": guided, "reason": GUIDANCE[guided],
+                               "agrees": family_of(name) == family_of(guided)},
+        "ledger": final.ledger().totals(),
+        "inference_speed": speed,
+        "model_dirs": {d.domain: d.model_dir for d in final.domains},
+        "feasibility": checks,
+        "planning": {
+            "mode": "early", "planning_budget_flops": planning,
+            "search_flops": ladder_flops, "proxy_runs": int(table["run_id"].nunique()),
+            "final_run_flops": final_flops, "project_flops": project,
+            "domains_count": budgets.domains_count,
+            "search_share_of_project": ladder_flops / project,
+            "skipped": calibration.skipped,
+        },
+        "search_seconds": search_seconds,
+        "final_run_seconds": final_seconds,
+        "tasks": tasks,
+    }
+
+
+def summary_text(doc: dict) -> str:
+    """The forecast per strategy, the choice marked, what planning cost, what would flip it."""
+    from planner.core.text import table
+
+    forecast_doc = doc["forecast"]
+    rows = []
+    for item in forecast_doc["strategies"]:
+        rows.append({" ": "*" if item["strategy"] == doc["strategy"] else "",
+                     "strategy": item["strategy"],
+                     "forecast ppl": item["ppl"], "80% interval": _interval(item),
+                     "P(best)": (f"{doc['p_best'][item['strategy']]:.0%}"
+                                 if item["strategy"] in doc["p_best"] else ""),
+                     "total FLOPs": item["total_flops"],
+                     "note": "" if item["within_inference"] is not False
+                     else "over the inference budget"})
+    rows.sort(key=lambda r: (r["forecast ppl"] is None, r["forecast ppl"] or 0.0))
+    p, c = doc["perplexity"], doc["planning"]
+    lines = [table(rows), ""]
+    lines.append(f"chosen: {doc['strategy']} (size {doc['size']}): forecast "
+                 f"{p['forecast']:.2f}, measured validation {p['validation_macro']:.2f}, test "
+                 f"{p['test_macro']:.2f} (macro over {len(p['test'])} domain(s))")
+    lines.append(f"why: {doc['why']}")
+    if doc["runner_up"]:
+        r = doc["runner_up"]
+        lines.append(f"runner-up: {r['strategy']}, forecast {r['forecast']:.2f} "
+                     f"({r['forecast_gap']:+.1%})")
+    flips = [f for f in doc["flips"] if f["flips"]]
+    scanned = sorted({f"{f['budget']} x{f['factor']:g}" for f in doc["flips"]})
+    if flips:
+        lines.append("the pick flips at: " + "; ".join(
+            f"{f['budget']} budget x{f['factor']:g} ({f['flops']:.3g} FLOPs) -> {f['pick']}"
+            for f in flips))
+    elif scanned:
+        lines.append(f"the pick holds at {', '.join(scanned)} of the budgets")
+    lines.append(f"planning cost: {c['proxy_runs']} proxy run(s) spent {c['search_flops']:.3g} "
+                 f"FLOPs, {c['search_share_of_project']:.0%} of the project's "
+                 f"{c['project_flops']:.3g} (pretraining + {c['domains_count']} x "
+                 f"specialization); building the choice spent {c['final_run_flops']:.3g}")
+    for strategy, why in c["skipped"].items():
+        lines.append(f"not forecast: {strategy}: {why}")
+    g = doc["reference_guidance"]
+    lines.append(f"reference study: {g['strategy']} ({g['reason']}); "
+                 + ("this plan agrees" if g["agrees"] else "this plan differs"))
+    return "\n".join(lines)
+
+
+def _interval(item: dict) -> str:
+    lo, hi = item.get("ppl_lo"), item.get("ppl_hi")
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return ""
+    return f"[{lo:.2f}, {hi:.2f}]"
