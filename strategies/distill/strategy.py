@@ -87,6 +87,10 @@ class DistillSettings(PretrainSettings):
                               help="divergence from the teacher to the student")
     top_k: int = setting(32, low=1, high=1024, log=True,
                          help="teacher tokens kept per position (the vocabulary size: exact)")
+    tune_checkpoints: bool = setting(
+        True, choices=(True, False),
+        help="fine-tune checkpoint teachers on the domain first (False: they teach as given, "
+             "e.g. checkpoints already tuned for it; their share goes to the student)")
     teacher_spec_share: float = setting(
         0.5, low=0.1, high=0.9,
         help="share of the specialization budget left after teacher passes that the teachers' "
@@ -268,10 +272,12 @@ class DistillationStrategy(Strategy):
         forward = [ws.shape(m.size).forward_flops_per_token() if m.kind == "mid"
                    else e.inference_flops_per_token for m, e in zip(teachers, estimates)]
         passes = (train_tokens or 0) * sum(forward)
-        cap = settings.teacher_spec_share * max(spec_budget - passes, 0.0) / len(teachers)
+        tuned = [m for m in teachers if self._tuned(m, settings)]
+        share = settings.teacher_spec_share if tuned else 0.0
+        cap = share * max(spec_budget - passes, 0.0) / max(len(tuned), 1)
         spec, spec_needs = passes, []
-        spread = len(teachers) / settings.teacher_spec_share  # budget per FLOP of one cap
-        for m in teachers:
+        spread = len(tuned) / share if tuned else 0.0  # budget per FLOP of one cap
+        for m in tuned:
             if m.kind == "mid":
                 one_step = step_flops(ws.shape(m.size), ws)
                 spent, least = (cap // one_step) * one_step, one_step
@@ -283,7 +289,7 @@ class DistillationStrategy(Strategy):
                                f"fine-tuning from a {settings.teacher_spec_share:.0%} share"))
         one_step = step_flops(ws.shape(ws.small), ws)
         spec += (max(spec_budget - spec, 0.0) // one_step) * one_step
-        spec_needs.append((one_step / (1 - settings.teacher_spec_share),
+        spec_needs.append((one_step / (1 - share),
                            f"the student needs {one_step:.3g} FLOPs of distillation"))
         min_generic, generic_limit = max(generic_needs)
         least_rest, spec_limit = max(spec_needs)
@@ -347,6 +353,11 @@ class DistillationStrategy(Strategy):
         return {"ppl_generic": entries[-1]["ppl_generic"], "members": entries}
 
     @staticmethod
+    def _tuned(member: _Member, settings: DistillSettings) -> bool:
+        """Whether a teacher is fine-tuned on the domain before it teaches."""
+        return member.kind != "teacher" or member.base is None or settings.tune_checkpoints
+
+    @staticmethod
     def _load(ws, artifact: Artifact, entry: dict) -> Artifact:
         """A member's artifact from the folder the slm-d artifact recorded."""
         if entry["folder"] is None:
@@ -375,6 +386,7 @@ class DistillationStrategy(Strategy):
         entries = {e["role"]: e for e in artifact.meta["members"]}
         device = resolve_device(ws.train.device)
         passes = dict(ledger=ws.ledger, top_k=min(settings.top_k, ws.vocab_size),
+                      vocab=ws.vocab_size,
                       temperature=settings.temperature, device=device,
                       dtype=autocast_dtype(ws.train.precision, device))
         kd = dict(alpha=settings.alpha, temperature=settings.temperature,
@@ -383,15 +395,19 @@ class DistillationStrategy(Strategy):
         notes: dict = {"top_k": passes["top_k"], "teacher_cap_flops": cap}
         outputs = []
         for m in (m for m in members if m.kind == "teacher"):
-            sub = self._sub(ws, m, spec_flops=cap)
-            spec = m.strategy.specialize(m.settings, self._load(ws, artifact, entries[m.role]),
-                                         domain, sub)
-            absorb(ws.ledger, sub.ledger, m.role)
-            check_teacher(m.role, vocab_size=spec.model.config.vocab_size, tokenizer=None,
+            if self._tuned(m, settings):
+                sub = self._sub(ws, m, spec_flops=cap)
+                spec = m.strategy.specialize(
+                    m.settings, self._load(ws, artifact, entries[m.role]), domain, sub)
+                absorb(ws.ledger, sub.ledger, m.role)
+                model, tuning = spec.model, spec.notes
+            else:  # a checkpoint that teaches as given
+                model, tuning = m.base.load(), {"fine_tuned": False}
+            check_teacher(m.role, vocab_size=model.config.vocab_size, tokenizer=None,
                           student_vocab_size=ws.vocab_size, student_tokenizer=ws.tokenizer)
-            out = cache.outputs(spec.model, windows, label=f"{m.role} passes", **passes)
+            out = cache.outputs(model, windows, label=f"{m.role} passes", **passes)
             outputs.append(out.topk)
-            notes[m.role] = {**spec.notes, "outputs_reused": out.reused,
+            notes[m.role] = {**tuning, "outputs_reused": out.reused,
                              "outputs_bytes": out.topk.logprobs.nbytes + out.topk.ids.nbytes}
         target = combine_teachers(outputs, settings.teacher_weights, top_k=passes["top_k"])
         if settings.staged:

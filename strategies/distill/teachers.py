@@ -141,20 +141,25 @@ def model_fingerprint(model: torch.nn.Module) -> str:
 @torch.no_grad()
 def teacher_topk(teacher: torch.nn.Module, windows: torch.Tensor, *, top_k: int,
                  temperature: float, batch_size: int = 32, device: torch.device | None = None,
-                 dtype: torch.dtype | None = None) -> TopK:
+                 dtype: torch.dtype | None = None, vocab: int | None = None) -> TopK:
     """Run ``teacher`` over windows; keep its top-k log-probabilities at ``temperature``.
+
+    Args:
+        vocab: the tokenizer's size; output rows beyond it (a padded embedding) are dropped
+            before the softmax, so every kept id is a token the student has.
 
     Returns:
         :class:`TopK` of shape (N, T-1, k): the prediction of each next token.
     """
     device = device or next(teacher.parameters()).device
     teacher.to(device).eval()
-    k = min(top_k, int(teacher.config.vocab_size))
+    vocab = vocab or int(teacher.config.vocab_size)
+    k = min(top_k, vocab)
     logprobs, ids = [], []
     for start in range(0, len(windows), batch_size):
         batch = windows[start : start + batch_size].to(device)  # (b, T)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            logits = teacher(input_ids=batch).logits[:, :-1]  # (b, T-1, V)
+            logits = teacher(input_ids=batch).logits[:, :-1, :vocab]  # (b, T-1, V)
         values, index = torch.log_softmax(logits.float() / temperature, -1).topk(k, dim=-1)
         logprobs.append(values.half().cpu())
         ids.append(index.int().cpu())
@@ -177,26 +182,29 @@ class TeacherCache:
         self.folder = Path(cache_dir) / "teacher-outputs"
 
     def key(self, teacher: torch.nn.Module, windows: torch.Tensor, *, top_k: int,
-            temperature: float) -> str:
-        return content_hash(
-            model_fingerprint(teacher), str(tuple(windows.shape)), _tensor_bytes(windows),
-            str(min(top_k, int(teacher.config.vocab_size))), repr(float(temperature)),
-        )
+            temperature: float, vocab: int | None = None) -> str:
+        vocab = min(vocab or int(teacher.config.vocab_size), int(teacher.config.vocab_size))
+        parts = [model_fingerprint(teacher), str(tuple(windows.shape)), _tensor_bytes(windows),
+                 str(min(top_k, vocab)), repr(float(temperature))]
+        if vocab != int(teacher.config.vocab_size):  # padded rows dropped: other outputs
+            parts.append(f"vocab={vocab}")
+        return content_hash(*parts)
 
     def outputs(
         self, teacher: torch.nn.Module, windows: torch.Tensor, *, ledger: Ledger, label: str,
         top_k: int, temperature: float, device: torch.device | None = None,
-        dtype: torch.dtype | None = None,
+        dtype: torch.dtype | None = None, vocab: int | None = None,
     ) -> TeacherOutputs:
         """The teacher's top-k outputs over ``windows``, from the cache or computed and charged.
 
         Args:
             windows: (N, T) token windows (the domain's train windows).
             label: the ledger line (e.g. ``teacher llm passes``).
+            vocab: the tokenizer's size (see :func:`teacher_topk`).
         """
         from safetensors.torch import load_file, save_file
 
-        key = self.key(teacher, windows, top_k=top_k, temperature=temperature)
+        key = self.key(teacher, windows, top_k=top_k, temperature=temperature, vocab=vocab)
         path = self.folder / f"{key}.safetensors"
         flops = windows.numel() * shape_of(teacher, windows.shape[1]).forward_flops_per_token()
         if path.exists():  # saves the time, not the accounted cost: the same charge again
@@ -211,7 +219,7 @@ class TeacherCache:
         device = device or next(teacher.parameters()).device
         t0 = time.perf_counter()
         topk = teacher_topk(teacher, windows, top_k=top_k, temperature=temperature,
-                            device=device, dtype=dtype)
+                            device=device, dtype=dtype, vocab=vocab)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - t0
@@ -315,9 +323,14 @@ def check_teacher(name: str, *, vocab_size: int, tokenizer, student_vocab_size: 
                   student_tokenizer) -> None:
     """Refuse a teacher whose vocabulary or tokenizer is not the student's.
 
+    A teacher with the student's tokenizer and more output rows than tokens (an embedding
+    padded to a multiple of 64 or 128, as open checkpoints ship) is accepted: the rows beyond
+    the tokenizer are no token, and :func:`teacher_topk` drops them.
+
     Args:
         name: how the error names the teacher (``teacher llm``).
         tokenizer: the teacher's tokenizer, or None when only its vocabulary size is known.
+        student_vocab_size: the tokens of the student's tokenizer.
 
     Raises:
         SpecplanError: naming the teacher, both vocabulary sizes and tokenizer fingerprints.
@@ -325,7 +338,7 @@ def check_teacher(name: str, *, vocab_size: int, tokenizer, student_vocab_size: 
 
     student_fp = tokenizer_fingerprint(student_tokenizer)
     teacher_fp = tokenizer_fingerprint(tokenizer) if tokenizer is not None else student_fp
-    if vocab_size != student_vocab_size or teacher_fp != student_fp:
+    if vocab_size < student_vocab_size or teacher_fp != student_fp:
         raise SpecplanError(
             f"{name}: its vocabulary ({vocab_size} tokens, tokenizer {teacher_fp}) is "
             f"not the student's ({student_vocab_size} tokens, tokenizer {student_fp}); "

@@ -165,12 +165,13 @@ def test_distillation_lowers_the_students_divergence_to_the_teacher(tiny_inputs,
 
 # -- the vocabulary check -----------------------------------------------------------------------
 class OtherVocabularyTeacher(LargeModelStrategy):
-    """A teacher whose model has 8 more tokens than the workspace tokenizer."""
+    """A teacher whose model has 8 fewer tokens than the workspace tokenizer (more would be a
+    padded embedding, which is accepted)."""
 
     name = "test-other-vocab"
 
     def shape(self, ws):
-        return model_shape(ws.large, vocab_size=ws.vocab_size + 8, seq_len=ws.seq_len)
+        return model_shape(ws.large, vocab_size=ws.vocab_size - 8, seq_len=ws.seq_len)
 
 
 def test_teacher_with_another_vocabulary_is_refused_before_training(tiny_ws, tiny_inputs,
@@ -181,7 +182,7 @@ def test_teacher_with_another_vocabulary_is_refused_before_training(tiny_ws, tin
         raise AssertionError("training started")
 
     monkeypatch.setattr("strategies.workspace.train", no_training)
-    with pytest.raises(SpecplanError, match="teacher test-other-vocab: its vocabulary \\(308"):
+    with pytest.raises(SpecplanError, match="teacher test-other-vocab: its vocabulary \\(292"):
         run_strategy("slm-d", {"teachers": "llm,test-other-vocab"}, tiny_ws,
                      {"law": tiny_inputs.domains["law"]})
     assert not tiny_ws.ledger.entries and not (tiny_ws.cache_dir / "artifacts").exists()
@@ -392,6 +393,35 @@ def test_a_teacher_checkpoint_is_fine_tuned_charged_at_its_size_and_taught(tiny_
         law.train.tokens * at_window.forward_flops_per_token())  # its size, the plan's window
     notes = report.domains[0].notes["teacher teacher-ckpt"]
     assert notes["outputs_bytes"] == law.train.n * (ws.seq_len - 1) * 16 * 6  # top-k: bounded
+    # A checkpoint already tuned for the domain teaches as given: its share goes to the student.
+    as_given = run_strategy("slm-d", {**settings, "tune_checkpoints": False}, ws, {"law": law})
+    spec_given = labels(as_given.domains[0].ledger, "specialization")
+    assert list(spec_given) == ["teacher teacher-ckpt passes", "student: distillation"]
+    assert spec_given["student: distillation"] > spec["student: distillation"]
+    assert as_given.domains[0].notes["teacher teacher-ckpt"]["fine_tuned"] is False
+
+
+def test_a_padded_teacher_vocabulary_is_taught_without_its_padding(tiny_inputs, tmp_path):
+    """Open checkpoints pad their embedding past the tokenizer (Qwen2: 151,936 rows for
+    151,665 tokens); the rows beyond it are no token and never reach the student."""
+    from safetensors.torch import load_file
+
+    tokens = len(tiny_inputs.tokenizer)
+    folder = tmp_path / "padded"
+    model_shape("d=64,layers=1,heads=2,ff=128", vocab_size=tokens + 12,
+                seq_len=64).build(seed=3).save_pretrained(folder)
+    tiny_inputs.tokenizer.save_pretrained(folder)
+    ws = make_workspace(tiny_inputs, tmp_path / "cache", pretrain_flops=3e9, spec_flops=5e9)
+    law, _ = law_and_bio(tiny_inputs)
+    report = run_strategy("slm-d", {"teachers": str(folder), "top_k": 16,
+                                    "teacher_spec_share": 0.5}, ws, {"law": law})
+    assert report.domains[0].ppl_after < report.domains[0].ppl_before
+    (outputs,) = (tmp_path / "cache" / "teacher-outputs").glob("*.safetensors")
+    ids = load_file(str(outputs))["ids"]
+    assert ids.shape[-1] == 16 and int(ids.max()) < tokens
+    with pytest.raises(SpecplanError, match="its vocabulary \\(299 tokens"):
+        check_teacher("teacher short", vocab_size=tokens - 1, tokenizer=tiny_inputs.tokenizer,
+                      student_vocab_size=tokens, student_tokenizer=tiny_inputs.tokenizer)
 
 
 def test_a_teacher_checkpoint_with_another_tokenizer_is_refused(tiny_inputs, tmp_path):
