@@ -37,7 +37,7 @@ from planner.core.errors import BudgetError, SpecplanError
 from planner.engine.devices import device_label, resolve_device
 from planner.engine.distillation import kd_loss
 from planner.engine.evaluate import perplexity
-from planner.engine.models import ModelShape, load_model, save_model
+from planner.engine.models import ModelShape, load_model, model_shape, save_model
 from planner.engine.train import evaluate_loss
 from strategies.base import (
     CostEstimate,
@@ -70,6 +70,10 @@ class PruneSettings(PretrainSettings):
                                  help="softening temperature of the distillation")
     calibration_windows: int = setting(64, low=16, high=1024, log=True, generic=True,
                                        help="generic windows of the importance pass")
+    pruned: str = setting("0.5x", generic=True,
+                          help="with --base: the deployed shape cut from the base, a parameter "
+                               "ratio of it (0.5x keeps its depth, head size and kv grouping) "
+                               "or a spec; without a base the plan's deployed size is")
 
 
 def check_prunable(large: ModelShape, small: ModelShape) -> None:
@@ -250,23 +254,34 @@ class PruneDistillStrategy(Strategy):
     summary = "large model pretrained, pruned to the deployed shape by activation importance, " \
               "then distilled from itself (Minitron)"
 
-    def _shapes(self, ws) -> tuple[ModelShape, ModelShape]:
-        large, small = ws.shape(ws.large), ws.shape(ws.small)
+    accepts_base = True
+
+    def _shapes(self, settings, ws) -> tuple[ModelShape, ModelShape]:
+        """(uncut, deployed): the large model and the plan's deployed size, or with a base
+        checkpoint the base and ``pruned`` (a ratio of it or a spec)."""
+        if ws.base is not None:
+            large = ws.base.shape
+            small = model_shape(settings.pruned, vocab_size=large.vocab_size,
+                                seq_len=ws.seq_len, relative_to=large)
+        else:
+            large, small = ws.shape(ws.large), ws.shape(ws.small)
         check_prunable(large, small)
         return large, small
 
     def _plan(self, settings, ws) -> dict:
-        """The generic budget's split, in whole steps: large pretraining, importance, distil."""
-        large, small = self._shapes(ws)
+        """The generic budget's split, in whole steps: large pretraining (none from a base),
+        importance, distillation."""
+        large, small = self._shapes(settings, ws)
         budget = ws.budgets.pretrain_flops
         large_step = step_flops(large, ws)
-        large_flops = (settings.large_share * budget // large_step) * large_step
+        large_flops = 0.0 if ws.base is not None else (
+            settings.large_share * budget // large_step) * large_step
         windows = min(settings.calibration_windows, ws.generic.train.n)
         importance = windows * ws.seq_len * large.forward_flops_per_token()
         distil_per_token = small.train_flops_per_token() + large.forward_flops_per_token()
         distil_step = ws.train.tokens_per_step(ws.seq_len) * distil_per_token
         distil_flops = max(0.0, (budget - large_flops - importance) // distil_step) * distil_step
-        if large_flops < large_step or distil_flops < distil_step:
+        if (ws.base is None and large_flops < large_step) or distil_flops < distil_step:
             raise BudgetError(
                 f"{self.name}: the pretraining budget {budget:.3g} FLOPs pays for "
                 f"{int(large_flops // large_step)} large-model step(s) and "
@@ -293,13 +308,20 @@ class PruneDistillStrategy(Strategy):
 
     def pretrain(self, settings, ws, folder: Path) -> dict:
         plan = self._plan(settings, ws)
-        llm = get_strategy("llm")
-        budgets = replace(ws.budgets, pretrain_flops=plan["large_flops"])
-        sub = replace(ws, budgets=budgets, ledger=Ledger(), on_eval=None)
-        art = sub.artifact(llm, llm.settings({"lr": settings.lr}))
-        absorb(ws.ledger, art.ledger, "large model", cached=art.reused)
         device = resolve_device(ws.train.device)
-        teacher = load_model(art.folder).to(device)
+        if ws.base is not None:  # Minitron proper: cut the open checkpoint
+            ws.charge_base()
+            teacher = ws.base.load().to(device)
+            ppl_large = perplexity(evaluate_loss(teacher,
+                                                 ws.generic.valid.ids[:ws.train.eval_windows]))
+        else:
+            llm = get_strategy("llm")
+            budgets = replace(ws.budgets, pretrain_flops=plan["large_flops"])
+            sub = replace(ws, budgets=budgets, ledger=Ledger(), on_eval=None, base=None)
+            art = sub.artifact(llm, llm.settings({"lr": settings.lr}))
+            absorb(ws.ledger, art.ledger, "large model", cached=art.reused)
+            teacher = load_model(art.folder).to(device)
+            ppl_large = art.meta.get("ppl_generic")
 
         started = time.perf_counter()
         calibration = ws.generic.train.ids[:plan["windows"]]
@@ -318,12 +340,12 @@ class PruneDistillStrategy(Strategy):
         )
         save_model(student, folder)
         return {"ppl_generic": perplexity(result.best_val_loss),
-                "ppl_generic_large": art.meta.get("ppl_generic"),
+                "ppl_generic_large": ppl_large,
                 "ppl_generic_pruned": perplexity(pruned_loss), "kept": kept,
                 "distillation_steps": result.steps, "distillation_tokens": result.tokens}
 
     def specialize(self, settings, artifact: Artifact, domain, ws) -> Specialized:
-        small = ws.shape(ws.small)
+        small = self._shapes(settings, ws)[1]
         model = load_model(artifact.folder)
         before, result = ws.finetune(
             model, domain, settings, flops_per_token=small.train_flops_per_token(),

@@ -100,8 +100,35 @@ def test_slm_is_continues_the_base_on_resampled_generic_data(bases, tiny_inputs,
 def test_strategies_that_cannot_start_from_a_base_say_so(bases, tiny_inputs, tmp_path):
     ws = workspace(tiny_inputs, tmp_path, bases["llama"])
     with pytest.raises(SpecplanError, match="slm-pn does not start from a --base checkpoint yet; "
-                                            "strategies that do: slm, slm-d, slm-is, slm-mix"):
+                                            "strategies that do: slm, slm-d, slm-is, slm-mix, "
+                                            "slm-prune"):
         plan_check(get_strategy("slm-pn"), get_strategy("slm-pn").settings(), ws)
+
+
+def test_slm_prune_cuts_the_base_and_distils_the_cut_from_it(bases, tiny_inputs, tmp_path):
+    """Minitron on an open checkpoint: the base is the uncut teacher (a sunk cost), the deployed
+    model half of it in its own architecture."""
+    ws = workspace(tiny_inputs, tmp_path, bases["qwen2"], pretrain=2e9)
+    settings = get_strategy("slm-prune").settings({"pruned": "0.5x"})
+    law = tiny_inputs.domains["law"]
+    report = run_strategy("slm-prune", settings, ws, {"law": law}, out_dir=tmp_path / "out")
+    generic = [(e.label, e.device) for e in report.generic_ledger.entries]
+    assert generic[0] == ("base checkpoint (sunk cost)", "sunk")
+    assert [label for label, _ in generic[1:]] == [
+        "slm-prune importance pass", "slm-prune distillation from the large model"]
+    assert report.generic_ledger.flops("generic") <= 2e9
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "out" / "law")
+    assert exported.config.model_type == "qwen2" and exported.config.hidden_size == 16
+    assert exported.config.num_key_value_heads == 1  # the base's grouping: 2 query heads each
+    assert report.estimate.params_inference == exported.num_parameters()
+    base_params = ws.base.shape.params_total
+    assert 0.35 < exported.num_parameters() / base_params < 0.65
+    notes = report.domains[0].notes
+    assert notes["ppl_generic_pruned"] > report.ppl_generic  # the distillation recovered some
+    assert report.domains[0].ppl_after < report.domains[0].ppl_before
+    with pytest.raises(SpecplanError, match="cannot be cut from the large one"):
+        plan_check(get_strategy("slm-prune"), get_strategy("slm-prune").settings(
+            {"pruned": "d=32,layers=2,heads=4,ff=64"}), ws)  # llama: another family
 
 
 def test_a_base_over_the_inference_budget_is_flagged_not_refused(bases, tiny_inputs, tmp_path):
@@ -135,7 +162,7 @@ def test_plan_searches_the_strategies_that_start_from_the_base(bases, corpus_dir
                             "--out", str(tmp_path / "refused"))
     assert code == 2 and err.strip() == (
         "error: --strategies: slm-pn does not start from a --base checkpoint yet; strategies "
-        "that do: slm, slm-d, slm-is, slm-mix")
+        "that do: slm, slm-d, slm-is, slm-mix, slm-prune")
     code, out, err = specplan(monkeypatch, capsys, "--json", *common, "--strategies", "slm",
                               "--trials", "1", "--out", str(tmp_path / "plan"))
     assert code == 0, err
