@@ -27,7 +27,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from planner.core.errors import BudgetError, Interrupted, SpecplanError
+from planner.core.errors import Interrupted, SpecplanError
 from planner.core.io import content_hash, untouched_on_error, writable_folder, write_json
 from planner.core.reference import GUIDANCE, reference_guidance
 from planner.engine.evaluate import macro_perplexity
@@ -47,6 +47,7 @@ from planner.search.plan import (
     budgets_doc,
     feasibility_report,
     measure_chosen,
+    no_strategy_fits,
     score_chosen,
 )
 from planner.search.plan import plan as exhaustive_plan
@@ -116,8 +117,7 @@ def plan_early(spec: PlanSpec, out_dir: str | Path, *, planning_flops: float | N
         feasible = [row["strategy"] for row in checks if row["ok"]
                     and row["strategy"] in (early_strategies or spec.strategies)]
         if not feasible:
-            raise BudgetError("the budgets fit no strategy: " + "; ".join(
-                f"{r['strategy']}: {r['reason']}" for r in checks))
+            raise no_strategy_fits(checks)
         minimums = ladder_minimums(inputs, budgets, feasible, cache_dir=cache_dir, run=spec.run,
                                    max_extrapolation=max_extrapolation)
         names, left = [], planning
@@ -125,20 +125,16 @@ def plan_early(spec: PlanSpec, out_dir: str | Path, *, planning_flops: float | N
             if minimums[name] <= left:
                 names.append(name)
                 left -= minimums[name]
-        too_dear = {name: f"its cheapest ladder needs about {minimums[name]:.3g} FLOPs"
-                    if math.isfinite(minimums[name]) else "the budgets leave too few levels "
-                    "below them for its ladder" for name in feasible if name not in names}
+        too_dear = {name: f"its ladder needs about {minimums[name]:.3g} FLOPs"
+                    if math.isfinite(minimums[name]) else "no room for a ladder below the "
+                    "budgets" for name in feasible if name not in names}
         wanted = "two strategies" if len(feasible) > 1 else feasible[0]
         if len(names) < min(2, len(feasible)):
-            cheapest = min(minimums.values())
-            need = (f"the cheapest ladder needs about {cheapest:.3g} FLOPs"
-                    if math.isfinite(cheapest) else "no strategy has room for a ladder of proxy "
-                    "runs below these budgets")
+            need = "; ".join(f"{k}: {v}" for k, v in too_dear.items())
             if planning_flops is not None:
                 raise SpecplanError(
-                    f"--planning-budget {planning:.3g} FLOPs cannot calibrate {wanted}: "
-                    f"{need} ({'; '.join(f'{k}: {v}' for k, v in too_dear.items())}); raise "
-                    "--planning-budget, or use --exhaustive")
+                    f"--planning-budget {planning:.3g} FLOPs cannot calibrate {wanted} ({need}); "
+                    "raise --planning-budget, or use --exhaustive")
             fallback = (f"planning early cannot calibrate {wanted} within "
                         f"{planning:.3g} FLOPs ({DEFAULT_PLANNING_SHARE:.0%} of the project): "
                         f"{need}")

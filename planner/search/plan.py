@@ -142,10 +142,7 @@ def plan(
         log.info(f"checking the budgets against {len(spec.strategies)} strategies")
         checks = feasibility_report(spec, inputs, cache_dir)
         if not any(row["ok"] for row in checks):
-            needs = "; ".join(f"{r['strategy']} needs >= {r['min_generic_flops']:.2g} pretraining "
-                              f"and >= {r['min_spec_flops']:.2g} specialization FLOPs"
-                              for r in checks)
-            raise BudgetError(f"the budgets fit no strategy: {needs}")
+            raise no_strategy_fits(checks)
         study = create_study(spec, store)
         retried = recover_stale_trials(study)
     if retried:
@@ -176,6 +173,14 @@ def plan(
 
 
 # -- results ------------------------------------------------------------------------------------
+def no_strategy_fits(checks: list[dict]) -> BudgetError:
+    """The error for budgets no strategy fits: each one's minimums (from the feasibility
+    report), so the user sees how far off each is."""
+    needs = "; ".join(f"{r['strategy']} needs >= {r['min_generic_flops']:.2g} pretraining "
+                      f"and >= {r['min_spec_flops']:.2g} specialization FLOPs" for r in checks)
+    return BudgetError(f"the budgets fit no strategy: {needs}")
+
+
 def trial_row(t) -> dict:
     attrs = t.user_attrs
     return {
