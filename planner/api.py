@@ -20,6 +20,7 @@ from planner.engine.tasks import Task, load_task, score_task
 from planner.engine.train import TrainConfig
 from planner.run.config import load_data, make_workspace
 from planner.run.runner import RunReport, evaluate_model, run_strategy, train_once
+from planner.search.early import plan_early
 from planner.search.plan import PlanResult, plan
 from planner.search.study import PlanSpec
 from planner.search.workers import worker
@@ -31,5 +32,5 @@ __all__ = [
     "RunArgs", "RunReport", "Task", "TrainConfig", "Workspace", "available",
     "continuation_items", "demo_inputs", "evaluate_model", "get_strategy", "load_data",
     "load_inputs", "load_task", "make_workspace", "parse_budget", "parse_inference_budget",
-    "plan", "run_strategy", "score_task", "train_once", "worker", "write_continuation_task",
+    "plan", "plan_early", "run_strategy", "score_task", "train_once", "worker", "write_continuation_task",
 ]
