@@ -103,6 +103,10 @@ def plan(obj: Ctx, domains_count, strategies, exhaustive, planning_budget, trial
         admitted_sizes(sizes, budgets, data.vocab_size, data.seq_len),
         pruner=pruner, cache_dir=str(obj.cache),
     )
+    if not exhaustive and gpus == "none" and run_args.device == "auto":
+        import dataclasses
+
+        spec.run = dataclasses.replace(spec.run, device="cpu")  # proxy runs honour --gpus none
     if exhaustive:
         result = run_plan(spec, out, storage=storage, gpus=gpus, gpus_per_trial=gpus_per_trial,
                           tasks=parse_tasks(tasks))
