@@ -32,5 +32,6 @@ __all__ = [
     "RunArgs", "RunReport", "Task", "TrainConfig", "Workspace", "available",
     "continuation_items", "demo_inputs", "evaluate_model", "get_strategy", "load_data",
     "load_inputs", "load_task", "make_workspace", "parse_budget", "parse_inference_budget",
-    "plan", "plan_early", "run_strategy", "score_task", "train_once", "worker", "write_continuation_task",
+    "plan", "plan_early", "run_strategy", "score_task", "train_once", "worker",
+    "write_continuation_task",
 ]

@@ -30,6 +30,7 @@ import numpy as np
 from planner.core.errors import Interrupted, SpecplanError
 from planner.core.io import content_hash, untouched_on_error, writable_folder, write_json
 from planner.core.reference import GUIDANCE, reference_guidance
+from planner.core.text import table
 from planner.engine.evaluate import macro_perplexity
 from planner.engine.models import SIZES, model_shape
 from planner.forecast.calibrate import (
@@ -332,8 +333,6 @@ def _plan_doc(spec, budgets, ws, name, size, calibration, odds, flips, final, sp
 
 def summary_text(doc: dict) -> str:
     """The forecast per strategy, the choice marked, what planning cost, what would flip it."""
-    from planner.core.text import table
-
     forecast_doc = doc["forecast"]
     rows = []
     for item in forecast_doc["strategies"]:
