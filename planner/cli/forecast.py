@@ -248,7 +248,7 @@ def _forecast(ctx: click.Context, *, pretrain_budget, spec_budget, inference_bud
             log=lambda line: click.echo(line, err=True),
         )
         obj.emit(outcome.to_dict(), calibration_text(outcome))
-        _plot(outcome.forecast, read_results(path), plot_stem)
+        draw_forecast(outcome.forecast, read_results(path), plot_stem)
         return
     if not results:
         raise SpecplanError("give --results PATH|reference, --backtest PATH|reference, or "
@@ -259,10 +259,10 @@ def _forecast(ctx: click.Context, *, pretrain_budget, spec_budget, inference_bud
     result = forecast(df, budgets, strategies=names, max_extrapolation=max_extrapolation,
                          n_boot=n_boot, bounds=bounds, hours=hours, seed=seed)
     obj.emit(result.to_dict(), forecast_text(result))
-    _plot(result, df, plot_stem)
+    draw_forecast(result, df, plot_stem)
 
 
-def _plot(result, measured, stem: str | None) -> None:
+def draw_forecast(result, measured, stem: str | None) -> None:
     """Write the forecast figure (``--plot``) and say where, on stderr. It comes after the
     forecast is printed, so a figure that cannot be drawn costs a warning, not the answer."""
     if not stem:

@@ -116,6 +116,10 @@ def plan(obj: Ctx, domains_count, strategies, exhaustive, planning_budget, trial
                              exhaustive_options={"storage": storage, "gpus": gpus,
                                                  "gpus_per_trial": gpus_per_trial})
     obj.emit(result.plan, result.summary)
+    if result.forecast is not None:  # each strategy's forecast, the proxy runs, the choice
+        from planner.cli.forecast import draw_forecast
+
+        draw_forecast(result.forecast, result.proxy_runs, str(result.out_dir / "forecast"))
 
 
 def _plan_early(obj: Ctx, spec, out, planning_budget, default_names: bool, options, *, tasks,

@@ -185,7 +185,8 @@ def plan_early(spec: PlanSpec, out_dir: str | Path, *, planning_flops: float | N
     except KeyboardInterrupt:
         raise Interrupted(f"the proxy runs are kept in {ladder_csv}; re-run the same command to "
                           f"build the chosen model ({name})") from None
-    return PlanResult(out_dir, plan_doc, summary_text(plan_doc))
+    return PlanResult(out_dir, plan_doc, summary_text(plan_doc), calibration.forecast,
+                      read_results(ladder_csv))
 
 
 def _exhaustive(spec, out_dir, inputs, tasks, options: dict, why: str) -> PlanResult:

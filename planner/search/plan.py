@@ -85,9 +85,14 @@ class PlanDoc:
 
 @dataclass
 class PlanResult:
+    """A plan's folder, its ``plan.json`` and printed summary; an early plan adds the forecast
+    it chose from (a :class:`planner.forecast.forecast.ForecastResult`) and its proxy runs."""
+
     out_dir: Path
     plan: dict
     summary: str
+    forecast: object | None = None
+    proxy_runs: object | None = None
 
 
 def feasibility_report(spec: PlanSpec, inputs, cache_dir: Path) -> list[dict]:
