@@ -55,7 +55,7 @@ def main() -> None:
     from planner.core.args import DataArgs, RunArgs
     from planner.engine.models import model_shape
     from planner.search import early
-    from planner.search.plan import plan
+    from planner.search.plan import plan, project_flops
     from planner.search.study import PlanSpec, load_plan_inputs
 
     data = DataArgs(demo=True, demo_domains=("legal", "news"), seq_len=32, vocab_size=512)
@@ -86,7 +86,7 @@ def main() -> None:
                     result = early.plan_early(
                         this, cache / "out", inputs=inputs,
                         planning_flops=None if share is None
-                        else share * early.project_flops(this.budgets()))
+                        else share * project_flops(this.budgets()))
                 seconds[mode] = time.perf_counter() - started
                 docs[mode] = result.plan
             e, x = docs["early"], docs["exhaustive"]

@@ -368,20 +368,26 @@ class Ladder:
 
     def pretraining_paid(self, rung: _Rung) -> bool:
         """Whether a run already in the table pretrained this rung's artifact."""
-        if not len(self.table) or rung.pretrain_flops <= 0:
-            return False
-        own = self.table[self.table["strategy"] == rung.strategy]
-        return bool((np.isclose(own["pretrain_budget_flops"], rung.pretrain_flops, rtol=1e-9)
-                     & np.isclose(own["params_inference"], rung.params, rtol=1e-9)).any())
+        return rung.pretrain_flops > 0 and self._has_run(rung, with_spec=False)
 
     def measured(self, rung: _Rung) -> bool:
         """Whether the table already has this rung's run (a resumed ladder does not repeat it)."""
+        return self._has_run(rung, with_spec=True)
+
+    def _has_run(self, rung: _Rung, *, with_spec: bool) -> bool:
+        """A row of the rung's strategy at its pretraining budget and size (and, ``with_spec``,
+        its specialization budget)."""
         if not len(self.table):
             return False
         own = self.table[self.table["strategy"] == rung.strategy]
-        return bool((np.isclose(own["pretrain_budget_flops"], rung.pretrain_flops, rtol=1e-9)
-                     & np.isclose(own["spec_budget_flops"], rung.spec_flops, rtol=1e-9)
-                     & np.isclose(own["params_inference"], rung.params, rtol=1e-9)).any())
+        wanted = [("pretrain_budget_flops", rung.pretrain_flops),
+                  ("params_inference", rung.params)]
+        if with_spec:
+            wanted.append(("spec_budget_flops", rung.spec_flops))
+        match = np.ones(len(own), dtype=bool)
+        for column, value in wanted:
+            match &= np.isclose(own[column], value, rtol=1e-9)
+        return bool(match.any())
 
     def near(self, name: str) -> float:
         """The smallest budget a forecast at the target accepts (``max_extrapolation``)."""

@@ -29,7 +29,6 @@ import numpy as np
 
 from planner.core.errors import Interrupted, SpecplanError
 from planner.core.io import content_hash, untouched_on_error, writable_folder, write_json
-from planner.core.reference import GUIDANCE, reference_guidance
 from planner.core.text import table
 from planner.engine.evaluate import macro_perplexity
 from planner.engine.models import SIZES, model_shape
@@ -42,18 +41,22 @@ from planner.forecast.calibrate import (
 from planner.forecast.forecast import forecast
 from planner.run.config import make_workspace
 from planner.run.results import read_results
-from planner.run.runner import load_tasks, run_strategy
+from planner.run.runner import run_strategy
 from planner.search.plan import (
     PlanResult,
     budgets_doc,
     feasibility_report,
+    guidance_doc,
     measure_chosen,
     no_strategy_fits,
+    plan_tasks,
+    project_flops,
     score_chosen,
+    spent_flops,
 )
 from planner.search.plan import plan as exhaustive_plan
 from planner.search.study import PlanSpec, load_plan_inputs
-from strategies import family_of, get_strategy
+from strategies import get_strategy
 
 log = logging.getLogger("specplan")
 
@@ -62,11 +65,6 @@ log = logging.getLogger("specplan")
 DEFAULT_PLANNING_SHARE = 0.5
 
 _FLIP_FACTORS = (0.25, 0.5, 2.0, 4.0)  # budget multiples scanned for a change of pick
-
-
-def project_flops(budgets) -> float:
-    """The project's total cost for N domains (the study's Eq. 1)."""
-    return budgets.pretrain_flops + budgets.domains_count * budgets.spec_flops
 
 
 def plan_early(spec: PlanSpec, out_dir: str | Path, *, planning_flops: float | None = None,
@@ -109,7 +107,7 @@ def plan_early(spec: PlanSpec, out_dir: str | Path, *, planning_flops: float | N
     fallback = None
     with untouched_on_error(out_dir):
         inputs = inputs or load_plan_inputs(spec)
-        loaded = _tasks(spec, inputs, tasks)
+        loaded = plan_tasks(spec, inputs, tasks)
         log.info(f"checking the budgets against {len(spec.strategies)} strategies")
         checks = feasibility_report(spec, inputs, cache_dir)
         if budgets.domain_tokens is None:  # the law needs the domain size: the data's own
@@ -140,7 +138,8 @@ def plan_early(spec: PlanSpec, out_dir: str | Path, *, planning_flops: float | N
                         f"{planning:.3g} FLOPs ({DEFAULT_PLANNING_SHARE:.0%} of the project): "
                         f"{need}")
     if fallback:  # outside the clean-up: an interrupted search keeps its journal
-        return _exhaustive(spec, out_dir, inputs, tasks, exhaustive_options or {}, fallback)
+        return _exhaustive(spec, out_dir, inputs, tasks, checks, exhaustive_options or {},
+                           fallback)
     with untouched_on_error(out_dir):
         ladder_csv = cache_dir / "plans" / f"ladder-{ladder_key(spec)}.csv"
         log.info(f"planning early: proxy runs within {planning:.3g} FLOPs "
@@ -158,26 +157,29 @@ def plan_early(spec: PlanSpec, out_dir: str | Path, *, planning_flops: float | N
         name = result.recommendation
         chosen = result.get(name)
         odds = chance_best(result.strategies, result.quantiles, seed=spec.run.seed)
-        flips = flip_budgets(read_results(ladder_csv), budgets, name, odds,
+        proxy_runs = read_results(ladder_csv)
+        flips = flip_budgets(proxy_runs, budgets, name, odds,
                              max_extrapolation=max_extrapolation, hours=hours,
                              seed=spec.run.seed)
+    strategy = get_strategy(name)
     size = build_size(chosen.params_inference, budgets, spec, len(inputs.tokenizer),
-                      inputs.generic.train.seq_len, get_strategy(name).deploys_large)
+                      inputs.generic.train.seq_len, strategy.deploys_large)
     log.info(f"chose {name} (forecast {chosen.ppl:.3g}, P(best) {odds.get(name, 1.0):.0%}): "
              f"building it at the full budget")
-    run = spec.run if not get_strategy(name).deploys_large else dataclasses.replace(
-        spec.run, large=size)
-    ws = make_workspace(inputs, budgets, run, cache_dir,
-                        small=spec.sizes[0] if get_strategy(name).deploys_large else size)
+    if strategy.deploys_large:  # the forecast's size is the large model's
+        ws = make_workspace(inputs, budgets, dataclasses.replace(spec.run, large=size),
+                            cache_dir, small=spec.sizes[0])
+    else:
+        ws = make_workspace(inputs, budgets, spec.run, cache_dir, small=size)
     started = time.perf_counter()
     try:
         with untouched_on_error(out_dir):
-            final = run_strategy(name, get_strategy(name).settings(), ws, inputs.domains,
+            final = run_strategy(name, strategy.settings(), ws, inputs.domains,
                                  out_dir=out_dir / "model", evaluate_test=True)
             speed = measure_chosen(final, ws)
             final_seconds = time.perf_counter() - started
             plan_doc = _plan_doc(spec, budgets, ws, name, size, calibration, odds, flips,
-                                 final, speed, checks, ladder_csv, planning, search_seconds,
+                                 final, speed, checks, proxy_runs, planning, search_seconds,
                                  final_seconds, score_chosen(final, ws, inputs.tokenizer, loaded))
             plan_doc["planning"]["skipped"].update(too_dear)
             shutil.copyfile(ladder_csv, out_dir / "ladder.csv")
@@ -186,13 +188,14 @@ def plan_early(spec: PlanSpec, out_dir: str | Path, *, planning_flops: float | N
         raise Interrupted(f"the proxy runs are kept in {ladder_csv}; re-run the same command to "
                           f"build the chosen model ({name})") from None
     return PlanResult(out_dir, plan_doc, summary_text(plan_doc), calibration.forecast,
-                      read_results(ladder_csv))
+                      proxy_runs)
 
 
-def _exhaustive(spec, out_dir, inputs, tasks, options: dict, why: str) -> PlanResult:
+def _exhaustive(spec, out_dir, inputs, tasks, checks, options: dict, why: str) -> PlanResult:
     """The exhaustive plan, when planning early cannot work; ``plan.json`` says why."""
     log.info(f"{why}: searching exhaustively instead (every strategy at the full budgets)")
-    result = exhaustive_plan(spec, out_dir, inputs=inputs, tasks=tasks, **options)
+    result = exhaustive_plan(spec, out_dir, inputs=inputs, tasks=tasks, checks=checks,
+                             **options)
     result.plan["planning"].update(mode="exhaustive", early_refused=why)
     write_json(Path(out_dir) / "plan.json", result.plan)
     return PlanResult(result.out_dir, result.plan, f"{result.summary}\nnot planned early: {why}")
@@ -202,12 +205,6 @@ def ladder_key(spec: PlanSpec) -> str:
     """The plan's identity for its ladder: what it plans, not the planning budget (a larger one
     extends the same ladder) nor how it runs."""
     return content_hash(spec.study_name())
-
-
-def _tasks(spec: PlanSpec, inputs, tasks) -> dict:
-    given = spec.data.domains if len(spec.data.domains) == len(inputs.domains) else []
-    return load_tasks(tasks, {**{str(p): n for p, n in zip(given, inputs.domains)},
-                              **{n: n for n in inputs.domains}})
 
 
 def default_strategies(names: list[str]) -> list[str]:
@@ -276,18 +273,14 @@ def build_size(params: float | None, budgets, spec: PlanSpec, vocab_size: int, s
 
 
 def _plan_doc(spec, budgets, ws, name, size, calibration, odds, flips, final, speed, checks,
-              ladder_csv, planning, search_seconds, final_seconds, tasks) -> dict:
+              table, planning, search_seconds, final_seconds, tasks) -> dict:
     result = calibration.forecast
     chosen = result.get(name)
     pool = sorted((f for f in result.strategies if f.strategy in odds),
                   key=lambda f: f.ppl)
     runner_up = next((f for f in pool if f.strategy != name), None)
-    table = read_results(ladder_csv)
     ladder_flops = ladder_cost(table)
-    final_flops = sum(e.flops for e in final.ledger().entries if e.device != "cache")
     project = project_flops(budgets)
-    large = ws.shape(ws.large)
-    guided = reference_guidance(budgets, large.params_total, large.inference_flops_per_token())
     validation = {d.domain: d.ppl_after for d in final.domains}
     return {
         "mode": "early",
@@ -312,8 +305,7 @@ def _plan_doc(spec, budgets, ws, name, size, calibration, odds, flips, final, sp
             "forecast_gap": runner_up.ppl / chosen.ppl - 1.0},
         "flips": flips,
         "forecast": result.to_dict(),
-        "reference_guidance": {"strategy": guided, "reason": GUIDANCE[guided],
-                               "agrees": family_of(name) == family_of(guided)},
+        "reference_guidance": guidance_doc(budgets, ws, name),
         "ledger": final.ledger().totals(),
         "inference_speed": speed,
         "model_dirs": {d.domain: d.model_dir for d in final.domains},
@@ -321,7 +313,7 @@ def _plan_doc(spec, budgets, ws, name, size, calibration, odds, flips, final, sp
         "planning": {
             "mode": "early", "planning_budget_flops": planning,
             "search_flops": ladder_flops, "proxy_runs": int(table["run_id"].nunique()),
-            "final_run_flops": final_flops, "project_flops": project,
+            "final_run_flops": spent_flops(final), "project_flops": project,
             "domains_count": budgets.domains_count,
             "search_share_of_project": ladder_flops / project,
             "skipped": calibration.skipped,

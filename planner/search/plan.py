@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from planner.core.budgets import total_cost
 from planner.core.errors import BudgetError, Interrupted, SpecplanError
 from planner.core.io import untouched_on_error, writable_folder, write_json, write_text
 from planner.core.reference import GUIDANCE, reference_guidance
@@ -124,11 +125,13 @@ def feasibility_report(spec: PlanSpec, inputs, cache_dir: Path) -> list[dict]:
 def plan(
     spec: PlanSpec, out_dir: str | Path, *, storage: str | None = None, gpus: str | None = None,
     gpus_per_trial: int = 1, inputs=None, tasks: list[tuple[str, str | Path]] = (),
+    checks: list[dict] | None = None,
 ) -> PlanResult:
     """Search, choose and build the specialized model; see the module docstring.
 
     ``tasks`` are (domain, task file) pairs: checked before the search, scored on the chosen
-    model of their domain (``plan.json``'s ``tasks``), never used to choose.
+    model of their domain (``plan.json``'s ``tasks``), never used to choose. ``checks`` is the
+    :func:`feasibility_report` when the caller has made it already (an early plan falling back).
 
     A failure or an interrupt before the search starts leaves ``out_dir`` as it was; an
     interrupt during the search keeps the finished trials and queues the interrupted one again
@@ -141,11 +144,10 @@ def plan(
     with untouched_on_error(out_dir):
         store = open_storage(storage, out_dir)
         inputs = inputs or load_plan_inputs(spec)
-        given = spec.data.domains if len(spec.data.domains) == len(inputs.domains) else []
-        loaded = load_tasks(tasks, {**{str(p): n for p, n in zip(given, inputs.domains)},
-                                    **{n: n for n in inputs.domains}})
-        log.info(f"checking the budgets against {len(spec.strategies)} strategies")
-        checks = feasibility_report(spec, inputs, cache_dir)
+        loaded = plan_tasks(spec, inputs, tasks)
+        if checks is None:
+            log.info(f"checking the budgets against {len(spec.strategies)} strategies")
+            checks = feasibility_report(spec, inputs, cache_dir)
         if not any(row["ok"] for row in checks):
             raise no_strategy_fits(checks)
         study = create_study(spec, store)
@@ -245,8 +247,6 @@ def finish(study, spec, inputs, out_dir: Path, checks, retried, search_seconds,
     speed = measure_chosen(final, ws)
     final_seconds = time.perf_counter() - started
     budgets = spec.budgets()
-    large = ws.shape(ws.large)
-    guided = reference_guidance(budgets, large.params_total, large.inference_flops_per_token())
     plan_doc = PlanDoc(
         study=study.study_name,
         strategy=name,
@@ -273,8 +273,7 @@ def finish(study, spec, inputs, out_dir: Path, checks, retried, search_seconds,
                                  "trial": runner_up.number,
                                  "validation_macro": runner_up.user_attrs["macro_ppl"],
                                  "total_flops": runner_up.user_attrs["total_flops"]},
-        reference_guidance={"strategy": guided, "reason": GUIDANCE[guided],
-                            "agrees": family_of(name) == family_of(guided)},
+        reference_guidance=guidance_doc(budgets, ws, name),
         ledger=final.ledger().totals(),
         inference_speed=speed,
         pareto_trials=pareto,
@@ -290,6 +289,31 @@ def finish(study, spec, inputs, out_dir: Path, checks, retried, search_seconds,
     ).to_dict()
     write_json(out_dir / "plan.json", plan_doc)
     return PlanResult(out_dir, plan_doc, summary_text(frame, plan_doc))
+
+
+def plan_tasks(spec: PlanSpec, inputs, tasks) -> dict:
+    """A plan's task files by name, each tied to its domain (a ``--domain`` path or name)."""
+    given = spec.data.domains if len(spec.data.domains) == len(inputs.domains) else []
+    return load_tasks(tasks, {**{str(p): n for p, n in zip(given, inputs.domains)},
+                              **{n: n for n in inputs.domains}})
+
+
+def project_flops(budgets) -> float:
+    """The project's total cost for N domains (the study's Eq. 1)."""
+    return float(total_cost(budgets.pretrain_flops, budgets.spec_flops, budgets.domains_count))
+
+
+def spent_flops(report) -> float:
+    """What a run spent: its ledger, less what a cache supplied (already spent elsewhere)."""
+    return sum(e.flops for e in report.ledger().entries if e.device != "cache")
+
+
+def guidance_doc(budgets, ws, name: str) -> dict:
+    """The reference study's pick for these budgets, and whether ``name`` agrees with it."""
+    large = ws.shape(ws.large)
+    guided = reference_guidance(budgets, large.params_total, large.inference_flops_per_token())
+    return {"strategy": guided, "reason": GUIDANCE[guided],
+            "agrees": family_of(name) == family_of(guided)}
 
 
 def budgets_doc(budgets) -> dict:
@@ -308,10 +332,9 @@ def planning_cost(trials, budgets, final) -> dict:
     ``trials_uncounted``, so the share is never silently low.
     """
     counted = [t.user_attrs["spent_flops"] for t in trials if "spent_flops" in t.user_attrs]
-    project = budgets.pretrain_flops + budgets.domains_count * budgets.spec_flops
+    project = project_flops(budgets)
     search = float(sum(counted))
-    final_flops = sum(e.flops for e in final.ledger().entries if e.device != "cache")
-    return {"mode": "exhaustive", "search_flops": search, "final_run_flops": final_flops,
+    return {"mode": "exhaustive", "search_flops": search, "final_run_flops": spent_flops(final),
             "project_flops": project, "domains_count": budgets.domains_count,
             "search_share_of_project": search / project if project else math.nan,
             "trials_counted": len(counted), "trials_uncounted": len(trials) - len(counted)}
