@@ -1,6 +1,8 @@
 """``specplan plan | worker``: search, choose and build; join a plan's study."""
 from __future__ import annotations
 
+import math
+
 import click
 
 from planner.cli._shared import (
@@ -48,12 +50,20 @@ from planner.core.errors import SpecplanError
 @options_from(RunArgs)
 @click.option("--pruner", default="asha", show_default=True, help="asha, hyperband or none.")
 @click.option("--task", "tasks", multiple=True, metavar="DOMAIN=PATH",
-              help="A task file of a --domain, scored on the chosen model (plan.json 'tasks'); "
-                   "repeatable.")
+              help="A task file of a --domain, scored in every trial and on the chosen model "
+                   "(plan.json 'tasks'); repeatable.")
+@click.option("--objective", default="ppl", show_default=True, metavar="ppl|task[:NAME]",
+              help="Rank trials by validation perplexity, or by a task's accuracy (NAME: the "
+                   "task file's stem; 'task' alone when one task is given). Implies "
+                   "--exhaustive.")
+@click.option("--min-task", "min_task", multiple=True, metavar="[NAME=]ACCURACY",
+              help="A trial is feasible only if it reaches this accuracy on the task (0..1); "
+                   "repeatable. Implies --exhaustive.")
 @click.option("--out", required=True, help="Output folder: plan.json, trials.csv, model/.")
 @click.pass_obj
 def plan(obj: Ctx, domains_count, strategies, exhaustive, planning_budget, trials, frontier,
-         storage, gpus, gpus_per_trial, sizes, pruner, tasks, out, **options) -> None:
+         storage, gpus, gpus_per_trial, sizes, pruner, tasks, objective, min_task, out,
+         **options) -> None:
     """Pick the strategy for the budgets, build and export it.
 
     By default the plan is early: proxy runs within a planning budget, a forecast per strategy,
@@ -85,10 +95,14 @@ def plan(obj: Ctx, domains_count, strategies, exhaustive, planning_budget, trial
         if name not in takers:
             raise SpecplanError(f"--strategies: {name} does not start from a --base checkpoint "
                                 f"yet; strategies that do: {', '.join(takers)}")
-    exhaustive = exhaustive or trials is not None or frontier or bool(run_args.base)
+    tasks = parse_tasks(tasks)
+    objective, min_task = parse_objective(objective, min_task, tasks)
+    exhaustive = (exhaustive or trials is not None or frontier or bool(run_args.base)
+                  or objective != "ppl" or bool(min_task))
     if planning_budget and exhaustive:
         raise SpecplanError("--planning-budget is what an early plan's proxy runs may cost; "
-                            "leave it out with --exhaustive, --trials, --frontier or --base")
+                            "leave it out with --exhaustive, --trials, --frontier, --base, "
+                            "--objective task or --min-task")
     if run_args.base and sizes:
         raise SpecplanError("--sizes: the deployed model is the --base checkpoint; leave "
                             "--sizes out")
@@ -101,18 +115,18 @@ def plan(obj: Ctx, domains_count, strategies, exhaustive, planning_budget, trial
         trials=trials if trials is not None else len(names) + (0 if data.demo else 2),
         frontier=frontier, sizes=[run_args.base] if run_args.base else
         admitted_sizes(sizes, budgets, data.vocab_size, data.seq_len),
-        pruner=pruner, cache_dir=str(obj.cache),
+        pruner=pruner, cache_dir=str(obj.cache), tasks=[list(pair) for pair in tasks],
+        objective=objective, min_task=min_task,
     )
     if not exhaustive and gpus == "none" and run_args.device == "auto":
         import dataclasses
 
         spec.run = dataclasses.replace(spec.run, device="cpu")  # proxy runs honour --gpus none
     if exhaustive:
-        result = run_plan(spec, out, storage=storage, gpus=gpus, gpus_per_trial=gpus_per_trial,
-                          tasks=parse_tasks(tasks))
+        result = run_plan(spec, out, storage=storage, gpus=gpus, gpus_per_trial=gpus_per_trial)
     else:
         result = _plan_early(obj, spec, out, planning_budget, strategies is None, options,
-                             tasks=parse_tasks(tasks), device=run_args.device,
+                             device=run_args.device,
                              exhaustive_options={"storage": storage, "gpus": gpus,
                                                  "gpus_per_trial": gpus_per_trial})
     obj.emit(result.plan, result.summary)
@@ -122,7 +136,42 @@ def plan(obj: Ctx, domains_count, strategies, exhaustive, planning_budget, trial
         draw_forecast(result.forecast, result.proxy_runs, str(result.out_dir / "forecast"))
 
 
-def _plan_early(obj: Ctx, spec, out, planning_budget, default_names: bool, options, *, tasks,
+def parse_objective(objective: str, min_task, tasks) -> tuple[str, dict[str, float]]:
+    """``--objective`` as ``ppl`` or ``task:NAME`` and ``--min-task`` as {name: accuracy}; a
+    bare ``task`` or ``ACCURACY`` names the one task given. Whether NAME is a given task is
+    checked when the task files load."""
+    from pathlib import Path
+
+    stems = [Path(path).stem for _, path in tasks]
+
+    def only_task(option: str) -> str:
+        if len(stems) != 1:
+            given = ", ".join(stems) or "none: add --task DOMAIN=PATH"
+            raise SpecplanError(f"{option}: name the task ({option} task:NAME or NAME=...), as "
+                                f"{len(stems)} tasks are given ({given})")
+        return stems[0]
+
+    objective = objective.strip()
+    if objective == "task":
+        objective = f"task:{only_task('--objective')}"
+    if objective != "ppl" and not (objective.startswith("task:") and objective[5:].strip()):
+        raise SpecplanError(f"--objective {objective!r}: use ppl, task, or task:NAME (NAME: a "
+                            f"task file's stem)")
+    least = {}
+    for item in min_task:
+        name, sep, value = item.rpartition("=")
+        name = name.strip() if sep else only_task("--min-task")
+        try:
+            least[name] = float(value)
+        except ValueError:
+            least[name] = math.nan
+        if not 0.0 <= least[name] <= 1.0:
+            raise SpecplanError(f"--min-task {item!r}: give an accuracy between 0 and 1, e.g. "
+                                f"--min-task {name}=0.6")
+    return objective, least
+
+
+def _plan_early(obj: Ctx, spec, out, planning_budget, default_names: bool, options, *,
                 device, exhaustive_options):
     """The early plan: the study's main strategies unless named, the planning budget parsed
     and checked against what this machine can spend."""
@@ -140,7 +189,7 @@ def _plan_early(obj: Ctx, spec, out, planning_budget, default_names: bool, optio
                             options.get("utilization"))
     hours = hardware_profile("a100", utilization=options.get("utilization"),
                              cache_dir=obj.cache)
-    return plan_early(spec, out, planning_flops=planning, tasks=tasks, hours=hours,
+    return plan_early(spec, out, planning_flops=planning, hours=hours,
                       early_strategies=default_strategies(spec.strategies) if default_names
                       else None, exhaustive_options=exhaustive_options)
 

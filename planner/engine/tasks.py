@@ -24,6 +24,8 @@ the argmax given the tokens before it, so no generation loop is needed).
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -135,6 +137,23 @@ def load_task(path: str | os.PathLike[str]) -> Task:
     if not items:
         raise _fail(str(source), "blank task file, no items", _HELP)
     return Task(source.stem, str(source), fmt, tuple(items))
+
+
+def split_task(task: Task) -> tuple[Task, Task]:
+    """The task's items in two fixed halves, by a hash of each item's text: a plan that ranks
+    trials by a task ranks them on the first (``selection``) and reports the chosen model on
+    the second (``report``), so the reported score never chose the model. The halves do not
+    depend on the file's order, and an item keeps its half when others are added."""
+    def first_half(item: Item) -> bool:
+        text = json.dumps([item.context, item.continuations, item.answer])
+        return hashlib.sha256(text.encode()).digest()[0] < 128
+
+    halves = ([i for i in task.items if first_half(i)], [i for i in task.items
+                                                          if not first_half(i)])
+    if not all(halves):
+        raise _fail(task.path, f"{len(task.items)} item(s) cannot be split into a selection "
+                    f"half and a report half", "give the task at least a few dozen items")
+    return tuple(dataclasses.replace(task, items=tuple(h)) for h in halves)
 
 
 def _encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:

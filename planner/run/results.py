@@ -26,6 +26,11 @@ RESULTS_CSV = "results.csv"
 RESULTS_PARQUET = "results.parquet"
 
 
+#: A task score's column: ``task:NAME`` holds the accuracy of task NAME (the task file's stem)
+#: on the row's domain model; a row of another domain, or of an older table, has none.
+TASK_COLUMN = "task:"
+
+
 #: Statuses that are final: a re-run does not repeat points recorded with them.
 FINAL_STATUSES = ("ok", "over-inference-budget", "rejected")
 
@@ -106,7 +111,7 @@ def _read_file(path: Path) -> pd.DataFrame:
 def normalize(frame: pd.DataFrame) -> pd.DataFrame:
     """Stable dtypes, so Parquet and CSV hold the same table whatever the first rows were."""
     frame = frame.copy()
-    for col in _FLOAT_COLUMNS:
+    for col in (*_FLOAT_COLUMNS, *task_columns(frame)):
         if col in frame.columns:
             frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
     for col in _INT_COLUMNS:
@@ -118,6 +123,11 @@ def normalize(frame: pd.DataFrame) -> pd.DataFrame:
         if frame[col].dtype == object:
             frame[col] = frame[col].where(frame[col].notna(), "").astype(str)
     return frame
+
+
+def task_columns(frame: pd.DataFrame) -> list[str]:
+    """The table's task-score columns (``task:NAME``), in table order."""
+    return [c for c in frame.columns if str(c).startswith(TASK_COLUMN)]
 
 
 def load_rows(out_dir: Path) -> pd.DataFrame:

@@ -33,6 +33,7 @@ from planner.engine.models import (
 )
 from planner.engine.tasks import Task, load_task, score_task
 from planner.engine.train import TrainConfig, WindowSampler, evaluate_loss, train
+from planner.run.results import TASK_COLUMN
 from strategies import get_strategy, strategies_with
 from strategies.base import CostEstimate, Settings, Strategy, settings_json
 
@@ -48,6 +49,7 @@ class DomainResult:
     notes: dict
     model_dir: str | None = None
     train_tokens: int | None = None  # the domain's training tokens (all of them when uncut)
+    tasks: dict[str, dict] = field(default_factory=dict)  # task name -> score_task's scores
 
 
 @dataclass
@@ -106,6 +108,7 @@ class RunReport:
                 "ppl_generic": self.ppl_generic, "ppl_before": d.ppl_before,
                 "ppl_after": d.ppl_after, "ppl_test": d.ppl_test,
                 "device": self.device, "status": self.status, "error": "",
+                **{f"{TASK_COLUMN}{name}": r["accuracy"] for name, r in d.tasks.items()},
             })
         return out
 
@@ -161,7 +164,7 @@ def export_model(model: torch.nn.Module, tokenizer, folder: Path) -> Path:
 
 def run_strategy(
     name: str, settings: dict | Settings | None, ws, domains: dict, *,
-    out_dir: Path | None = None, evaluate_test: bool = False,
+    out_dir: Path | None = None, evaluate_test: bool = False, tasks: dict | None = None,
 ) -> RunReport:
     """Run ``name`` on every domain; budgets are checked before any compute is spent.
 
@@ -171,6 +174,8 @@ def run_strategy(
         out_dir: when given, each domain's model is exported to ``out_dir/<domain>``; a run
             that fails or is interrupted removes what it added there (no half set of models).
         evaluate_test: also evaluate the test split (only for a final choice, never selection).
+        tasks: task name -> (domain name, :class:`Task`), as :func:`load_tasks` gives; each is
+            scored on its domain's model (``DomainResult.tasks``, a ``task:NAME`` column).
     """
     strategy = get_strategy(name)
     if not isinstance(settings, Settings):
@@ -186,12 +191,14 @@ def run_strategy(
     with untouched_on_error(out_dir) if out_dir is not None else contextlib.nullcontext():
         for domain_name, domain in domains.items():
             _run_domain(strategy, settings, artifact, ws, report, domain_name, domain,
-                        out_dir=out_dir, evaluate_test=evaluate_test)
+                        out_dir=out_dir, evaluate_test=evaluate_test, tasks={
+                            name: task for name, (of, task) in (tasks or {}).items()
+                            if of == domain_name})
     return report
 
 
 def _run_domain(strategy, settings, artifact, ws, report: RunReport, domain_name: str, domain,
-                *, out_dir: Path | None, evaluate_test: bool) -> None:
+                *, out_dir: Path | None, evaluate_test: bool, tasks: dict) -> None:
     """Specialize one domain, evaluate it, export it, and add its result to ``report``."""
     domain_ledger = Ledger()
     try:
@@ -202,6 +209,7 @@ def _run_domain(strategy, settings, artifact, ws, report: RunReport, domain_name
     model = specialized.model
     after = evaluate_loss(model, domain.valid.ids)
     test = perplexity(evaluate_loss(model, domain.test.ids)) if evaluate_test else None
+    scores = {name: score_task(model, ws.tokenizer, task) for name, task in tasks.items()}
     model_dir = None
     if out_dir is not None:
         model_dir = str(export_model(model, ws.tokenizer, Path(out_dir) / domain_name))
@@ -211,7 +219,7 @@ def _run_domain(strategy, settings, artifact, ws, report: RunReport, domain_name
                     if specialized.loss_before is not None else None),
         ppl_after=perplexity(after), ppl_test=test, ledger=domain_ledger,
         history=specialized.history, notes=specialized.notes, model_dir=model_dir,
-        train_tokens=domain.train.tokens,
+        train_tokens=domain.train.tokens, tasks=scores,
     ))
 
 

@@ -49,13 +49,14 @@ from planner.search.plan import (
     guidance_doc,
     measure_chosen,
     no_strategy_fits,
-    plan_tasks,
+    objective_doc,
     project_flops,
-    score_chosen,
     spent_flops,
+    task_lines,
+    tasks_doc,
 )
 from planner.search.plan import plan as exhaustive_plan
-from planner.search.study import PlanSpec, load_plan_inputs
+from planner.search.study import PlanSpec, load_plan_inputs, plan_tasks
 from strategies import get_strategy
 
 log = logging.getLogger("specplan")
@@ -68,7 +69,7 @@ _FLIP_FACTORS = (0.25, 0.5, 2.0, 4.0)  # budget multiples scanned for a change o
 
 
 def plan_early(spec: PlanSpec, out_dir: str | Path, *, planning_flops: float | None = None,
-               inputs=None, tasks=(), max_extrapolation: float = 10.0, n_boot: int = 30,
+               inputs=None, max_extrapolation: float = 10.0, n_boot: int = 30,
                hours=None, early_strategies: list[str] | None = None,
                exhaustive_options: dict | None = None) -> PlanResult:
     """Calibrate within ``planning_flops``, forecast, build only the choice; write plan.json.
@@ -78,7 +79,10 @@ def plan_early(spec: PlanSpec, out_dir: str | Path, *, planning_flops: float | N
     first; the others are listed in ``plan.json`` with what they would need. Without a given
     ``planning_flops``, when fewer than two strategies fit (the budgets leave too little room
     below them for a ladder, as on the CPU demo), the plan is exhaustive
-    (:func:`planner.search.plan.plan` with ``exhaustive_options``) and says why.
+    (:func:`planner.search.plan.plan` with ``exhaustive_options``) and says why; so is a plan
+    ``spec.tasks`` are scored on the chosen model; a plan that chooses by a task
+    (``spec.objective``, ``spec.min_task``) is refused, as forecasts map perplexity, not task
+    scores, yet (:func:`planner.search.plan.plan` searches by a task).
 
     Args:
         spec: the plan (``trials`` is used only by the exhaustive fallback).
@@ -86,7 +90,6 @@ def plan_early(spec: PlanSpec, out_dir: str | Path, *, planning_flops: float | N
             CLI's default: the study's main comparison; the fallback searches them all).
         planning_flops: what the proxy runs may cost in all (default
             :data:`DEFAULT_PLANNING_SHARE` of :func:`project_flops`).
-        tasks: (domain, task file) pairs scored on the chosen model.
         max_extrapolation, n_boot, hours: the forecast's, see :func:`forecast`.
 
     Raises:
@@ -94,6 +97,10 @@ def plan_early(spec: PlanSpec, out_dir: str | Path, *, planning_flops: float | N
             minimum), one at least the project's cost (``--exhaustive`` is cheaper), or a
             forecast that refuses; proxy runs that finished are kept for the next try.
     """
+    if spec.chooses_by_task:
+        raise SpecplanError("an early plan cannot rank by a task or hold to a task minimum yet "
+                            "(its forecasts map perplexity, not task scores); plan exhaustively "
+                            "(--exhaustive)")
     budgets = spec.budgets()
     project = project_flops(budgets)
     planning = planning_flops if planning_flops is not None else DEFAULT_PLANNING_SHARE * project
@@ -107,7 +114,7 @@ def plan_early(spec: PlanSpec, out_dir: str | Path, *, planning_flops: float | N
     fallback = None
     with untouched_on_error(out_dir):
         inputs = inputs or load_plan_inputs(spec)
-        loaded = plan_tasks(spec, inputs, tasks)
+        plan_tasks(spec, inputs)  # a bad task file fails before any compute
         log.info(f"checking the budgets against {len(spec.strategies)} strategies")
         checks = feasibility_report(spec, inputs, cache_dir)
         if budgets.domain_tokens is None:  # the law needs the domain size: the data's own
@@ -138,7 +145,7 @@ def plan_early(spec: PlanSpec, out_dir: str | Path, *, planning_flops: float | N
                         f"{planning:.3g} FLOPs ({DEFAULT_PLANNING_SHARE:.0%} of the project): "
                         f"{need}")
     if fallback:  # outside the clean-up: an interrupted search keeps its journal
-        return _exhaustive(spec, out_dir, inputs, tasks, checks, exhaustive_options or {},
+        return _exhaustive(spec, out_dir, inputs, checks, exhaustive_options or {},
                            fallback)
     with untouched_on_error(out_dir):
         ladder_csv = cache_dir / "plans" / f"ladder-{ladder_key(spec)}.csv"
@@ -175,12 +182,13 @@ def plan_early(spec: PlanSpec, out_dir: str | Path, *, planning_flops: float | N
     try:
         with untouched_on_error(out_dir):
             final = run_strategy(name, strategy.settings(), ws, inputs.domains,
-                                 out_dir=out_dir / "model", evaluate_test=True)
+                                 out_dir=out_dir / "model", evaluate_test=True,
+                                 tasks=plan_tasks(spec, inputs))
             speed = measure_chosen(final, ws)
             final_seconds = time.perf_counter() - started
             plan_doc = _plan_doc(spec, budgets, ws, name, size, calibration, odds, flips,
                                  final, speed, checks, proxy_runs, planning, search_seconds,
-                                 final_seconds, score_chosen(final, ws, inputs.tokenizer, loaded))
+                                 final_seconds, tasks_doc(final, spec, {}))
             plan_doc["planning"]["skipped"].update(too_dear)
             shutil.copyfile(ladder_csv, out_dir / "ladder.csv")
             write_json(out_dir / "plan.json", plan_doc)
@@ -191,10 +199,10 @@ def plan_early(spec: PlanSpec, out_dir: str | Path, *, planning_flops: float | N
                       proxy_runs)
 
 
-def _exhaustive(spec, out_dir, inputs, tasks, checks, options: dict, why: str) -> PlanResult:
+def _exhaustive(spec, out_dir, inputs, checks, options: dict, why: str) -> PlanResult:
     """The exhaustive plan, when planning early cannot work; ``plan.json`` says why."""
     log.info(f"{why}: searching exhaustively instead (every strategy at the full budgets)")
-    result = exhaustive_plan(spec, out_dir, inputs=inputs, tasks=tasks, checks=checks,
+    result = exhaustive_plan(spec, out_dir, inputs=inputs, checks=checks,
                              **options)
     result.plan["planning"].update(mode="exhaustive", early_refused=why)
     write_json(Path(out_dir) / "plan.json", result.plan)
@@ -321,6 +329,7 @@ def _plan_doc(spec, budgets, ws, name, size, calibration, odds, flips, final, sp
         "search_seconds": search_seconds,
         "final_run_seconds": final_seconds,
         "tasks": tasks,
+        "objective": objective_doc(spec),
     }
 
 
@@ -365,6 +374,7 @@ def summary_text(doc: dict) -> str:
     g = doc["reference_guidance"]
     lines.append(f"reference study: {g['strategy']} ({g['reason']}); "
                  + ("this plan agrees" if g["agrees"] else "this plan differs"))
+    lines.extend(task_lines(doc))
     return "\n".join(lines)
 
 

@@ -23,9 +23,8 @@ from planner.core.text import table
 from planner.engine.devices import gpu_groups, parse_gpus, resolve_device
 from planner.engine.evaluate import macro_perplexity, measure_inference
 from planner.engine.models import load_model
-from planner.engine.tasks import score_task
-from planner.run.results import RESULTS_CSV, write_table
-from planner.run.runner import load_tasks, plan_check, run_strategy
+from planner.run.results import RESULTS_CSV, TASK_COLUMN, task_columns, write_table
+from planner.run.runner import plan_check, run_strategy
 from planner.search.study import (
     Objective,
     PlanSpec,
@@ -36,7 +35,10 @@ from planner.search.study import (
     oom_errors,
     open_storage,
     optimize,
+    plan_tasks,
+    rank_key,
     recover_stale_trials,
+    report_tasks,
     settings_from_params,
 )
 from planner.search.workers import run_gpu_workers
@@ -79,6 +81,8 @@ class PlanDoc:
     trials: int
     trials_without_results_rows: int
     tasks: dict = dataclasses.field(default_factory=dict)
+    objective: dict = dataclasses.field(default_factory=lambda: {"rank_by": "ppl",
+                                                                 "min_task": {}})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -124,13 +128,13 @@ def feasibility_report(spec: PlanSpec, inputs, cache_dir: Path) -> list[dict]:
 
 def plan(
     spec: PlanSpec, out_dir: str | Path, *, storage: str | None = None, gpus: str | None = None,
-    gpus_per_trial: int = 1, inputs=None, tasks: list[tuple[str, str | Path]] = (),
-    checks: list[dict] | None = None,
+    gpus_per_trial: int = 1, inputs=None, checks: list[dict] | None = None,
 ) -> PlanResult:
     """Search, choose and build the specialized model; see the module docstring.
 
-    ``tasks`` are (domain, task file) pairs: checked before the search, scored on the chosen
-    model of their domain (``plan.json``'s ``tasks``), never used to choose. ``checks`` is the
+    ``spec.tasks`` are checked before the search, scored in every trial and on the chosen model
+    of their domain (``plan.json``'s ``tasks``); they choose only through ``spec.objective`` and
+    ``spec.min_task`` (see :mod:`planner.search.study`). ``checks`` is the
     :func:`feasibility_report` when the caller has made it already (an early plan falling back).
 
     A failure or an interrupt before the search starts leaves ``out_dir`` as it was; an
@@ -144,7 +148,7 @@ def plan(
     with untouched_on_error(out_dir):
         store = open_storage(storage, out_dir)
         inputs = inputs or load_plan_inputs(spec)
-        loaded = plan_tasks(spec, inputs, tasks)
+        plan_tasks(spec, inputs)  # a bad task file fails before any compute
         if checks is None:
             log.info(f"checking the budgets against {len(spec.strategies)} strategies")
             checks = feasibility_report(spec, inputs, cache_dir)
@@ -173,7 +177,7 @@ def plan(
     search_seconds = time.perf_counter() - started
     log.info("search done: building the chosen model and evaluating it on the test split")
     try:
-        return finish(study, spec, inputs, out_dir, checks, retried, search_seconds, loaded)
+        return finish(study, spec, inputs, out_dir, checks, retried, search_seconds)
     except KeyboardInterrupt:
         raise Interrupted(f"the search finished ({spec.trials} trial(s) kept); re-run the same "
                           f"command to build the chosen model") from None
@@ -200,6 +204,7 @@ def trial_row(t) -> dict:
         "train_seconds": attrs.get("train_seconds"), "run_seconds": attrs.get("run_seconds"),
         "artifact_reused": attrs.get("artifact_reused"), "feasible": feasible(t)
         if t.state.name == "COMPLETE" else False,
+        **{f"{TASK_COLUMN}{name}": score for name, score in attrs.get("tasks", {}).items()},
         "status": attrs.get("status") or attrs.get("rejected") or attrs.get("failure") or "",
         "settings": json.dumps(attrs.get("settings") or settings_from_params(
             t.params, t.params.get("strategy", ""))),
@@ -213,8 +218,7 @@ def _macro(ppls: dict | None) -> float | None:
     return macro_perplexity(ppls.values())
 
 
-def finish(study, spec, inputs, out_dir: Path, checks, retried, search_seconds,
-           tasks: dict | None = None) -> PlanResult:
+def finish(study, spec, inputs, out_dir: Path, checks, retried, search_seconds) -> PlanResult:
     """Pick the best feasible trial, evaluate it on test, export it, write the reports."""
     import pandas as pd
 
@@ -230,20 +234,18 @@ def finish(study, spec, inputs, out_dir: Path, checks, retried, search_seconds,
     rowless = sum(1 for t in finished if "results" not in t.user_attrs)
     done = [t for t in finished if feasible(t)]
     if not done:
-        raise SpecplanError(f"no feasible trial finished in study {study.study_name}; see "
-                            f"{out_dir / 'trials.csv'} for why, and raise the budgets or --trials")
-    best = min(done, key=lambda t: t.user_attrs["macro_ppl"])
+        raise no_feasible_trial(study, finished, spec, out_dir)
+    best, runner_up = choose(done, spec.objective)
     pareto = []
     if spec.frontier:
         pareto = [t.number for t in study.best_trials if feasible(t)]
-    runner_up = min((t for t in done if t.params["strategy"] != best.params["strategy"]),
-                    key=lambda t: t.user_attrs["macro_ppl"], default=None)
     name = best.params["strategy"]
     objective = Objective(spec, inputs, Path(spec.cache_dir))
     ws = objective.workspace(best.params["size"])
     started = time.perf_counter()
     final = run_strategy(name, best.user_attrs["settings"], ws, inputs.domains,
-                         out_dir=out_dir / "model", evaluate_test=True)
+                         out_dir=out_dir / "model", evaluate_test=True,
+                         tasks=report_tasks(spec, inputs))
     speed = measure_chosen(final, ws)
     final_seconds = time.perf_counter() - started
     budgets = spec.budgets()
@@ -268,10 +270,11 @@ def finish(study, spec, inputs, out_dir: Path, checks, retried, search_seconds,
             "test": {d.domain: d.ppl_test for d in final.domains},
             "test_macro": macro_perplexity(d.ppl_test for d in final.domains),
         },
-        why=why_text(best, runner_up, budgets.domains_count),
+        why=why_text(best, runner_up, budgets.domains_count, spec.objective),
         runner_up=runner_up and {"strategy": runner_up.params["strategy"],
                                  "trial": runner_up.number,
                                  "validation_macro": runner_up.user_attrs["macro_ppl"],
+                                 "tasks": runner_up.user_attrs.get("tasks", {}),
                                  "total_flops": runner_up.user_attrs["total_flops"]},
         reference_guidance=guidance_doc(budgets, ws, name),
         ledger=final.ledger().totals(),
@@ -285,17 +288,53 @@ def finish(study, spec, inputs, out_dir: Path, checks, retried, search_seconds,
         final_run_seconds=final_seconds,
         trials=len(trials),
         trials_without_results_rows=rowless,
-        tasks=score_chosen(final, ws, inputs.tokenizer, tasks or {}),
+        tasks=tasks_doc(final, spec, best.user_attrs.get("tasks", {})),
+        objective=objective_doc(spec),
     ).to_dict()
     write_json(out_dir / "plan.json", plan_doc)
     return PlanResult(out_dir, plan_doc, summary_text(frame, plan_doc))
 
 
-def plan_tasks(spec: PlanSpec, inputs, tasks) -> dict:
-    """A plan's task files by name, each tied to its domain (a ``--domain`` path or name)."""
-    given = spec.data.domains if len(spec.data.domains) == len(inputs.domains) else []
-    return load_tasks(tasks, {**{str(p): n for p, n in zip(given, inputs.domains)},
-                              **{n: n for n in inputs.domains}})
+def choose(done: list, objective: str) -> tuple:
+    """The best feasible finished trial by ``objective``, and the best of another strategy
+    (None when every trial is of one strategy)."""
+    best = min(done, key=lambda t: rank_key(t, objective))
+    runner_up = min((t for t in done if t.params["strategy"] != best.params["strategy"]),
+                    key=lambda t: rank_key(t, objective), default=None)
+    return best, runner_up
+
+
+def no_feasible_trial(study, finished, spec: PlanSpec, out_dir: Path) -> SpecplanError:
+    """Why no trial can be chosen: a task minimum no trial reached (with the best score seen),
+    or budgets the measured runs broke."""
+    for name, least in spec.min_task.items():
+        scores = [t.user_attrs.get("tasks", {}).get(name) for t in finished]
+        scores = [s for s in scores if s is not None]
+        if scores and max(scores) < least:
+            return SpecplanError(
+                f"--min-task {name}={least:g}: no trial reached it (the best reached "
+                f"{max(scores):.3f} on the task's selection half, {len(scores)} trial(s)); "
+                f"lower it, or raise the budgets or --trials")
+    return SpecplanError(f"no feasible trial finished in study {study.study_name}; see "
+                         f"{out_dir / 'trials.csv'} for why, and raise the budgets or --trials")
+
+
+def tasks_doc(report, spec: PlanSpec, selection: dict) -> dict:
+    """Each task's scores on the chosen model of its domain; a task that chose adds its score
+    on the selection half (``selection_accuracy``, what ranked the trials) beside the reported
+    one, measured on the other half."""
+    out = {}
+    for d in report.domains:
+        for name, scores in d.tasks.items():
+            out[name] = {"domain": d.domain, **scores}
+            if name in spec.chooses_by_task:
+                out[name].update(half="report", selection_accuracy=selection.get(name))
+    return out
+
+
+def objective_doc(spec: PlanSpec) -> dict:
+    """How trials were ranked and which task minimums they had to reach."""
+    return {"rank_by": spec.objective, "min_task": dict(spec.min_task)}
 
 
 def project_flops(budgets) -> float:
@@ -351,21 +390,34 @@ def measure_chosen(report, ws) -> dict:
     return speed.__dict__
 
 
-def score_chosen(report, ws, tokenizer, tasks: dict) -> dict:
-    """Each task's scores on the exported model of its domain."""
-    models = {d.domain: d.model_dir for d in report.domains}
-    out = {}
-    for name, (domain, task) in tasks.items():
-        model = load_model(Path(models[domain])).to(resolve_device(ws.train.device))
-        out[name] = {"domain": domain, **score_task(model, tokenizer, task)}
-    return out
+def task_lines(plan_doc: dict) -> list[str]:
+    """The summary's line per task: the chosen model's score, and how trials were ranked."""
+    lines = []
+    rank_by = plan_doc.get("objective", {}).get("rank_by", "ppl")
+    if rank_by != "ppl":
+        lines.append(f"ranked by: {rank_by} accuracy (ties by validation perplexity)")
+    for name, r in plan_doc.get("tasks", {}).items():
+        least = plan_doc.get("objective", {}).get("min_task", {}).get(name)
+        held = (f" on its report half (selection half {r['selection_accuracy']:.3f}"
+                f"{f', at least {least:g} required' if least is not None else ''})"
+                if "selection_accuracy" in r else "")
+        lines.append(f"task {name} ({r['domain']}, {r['items']} items): accuracy "
+                     f"{r['accuracy']:.3f}{held}")
+    return lines
 
 
-def why_text(best, runner_up, n_domains: int) -> str:
+def why_text(best, runner_up, n_domains: int, objective: str = "ppl") -> str:
     b = best.user_attrs
     if runner_up is None:
         return f"{best.params['strategy']} was the only strategy with a feasible finished trial"
     r = runner_up.user_attrs
+    if objective != "ppl":
+        name = objective.removeprefix("task:")
+        return (f"{best.params['strategy']} reached accuracy {b['tasks'][name]:.3f} on task "
+                f"{name} (selection half) against {r['tasks'][name]:.3f} for the runner-up "
+                f"{runner_up.params['strategy']} (validation perplexity {b['macro_ppl']:.2f} "
+                f"against {r['macro_ppl']:.2f}), at a total cost for {n_domains} domain(s) of "
+                f"{b['total_flops']:.3g} FLOPs against {r['total_flops']:.3g}")
     return (f"{best.params['strategy']} reached validation perplexity {b['macro_ppl']:.2f} "
             f"against {r['macro_ppl']:.2f} for the runner-up {runner_up.params['strategy']}, "
             f"at a total cost for {n_domains} domain(s) of {b['total_flops']:.3g} FLOPs against "
@@ -377,27 +429,35 @@ def summary_text(frame, plan_doc: dict) -> str:
 
     lines = []
     ok = frame[frame["state"] == "COMPLETE"]
+    rank_by = plan_doc["objective"]["rank_by"]
+    order = ["macro_ppl"] if rank_by == "ppl" else [f"{TASK_COLUMN}{rank_by[5:]}", "macro_ppl"]
+    tasks = task_columns(frame)
     rows = []
     for name, group in ok.groupby("strategy"):
         good = group[group["feasible"]]
-        pick = (good if len(good) else group).sort_values("macro_ppl").iloc[0]
+        pick = (good if len(good) else group).sort_values(
+            order, ascending=[c == "macro_ppl" for c in order]).iloc[0]
         rows.append({
             " ": "*" if name == plan_doc["strategy"] else "",
             "strategy": name, "trials": int((frame["strategy"] == name).sum()),
             "ppl before FT": pick["macro_ppl_before"], "val ppl": pick["macro_ppl"],
             "generic FLOPs": pick["generic_flops"],
             "spec FLOPs": pick["spec_flops"], "total FLOPs": pick["total_flops"],
+            **{f"{c[len(TASK_COLUMN):]} acc": pick[c] for c in tasks},
             "feasible": bool(pick["feasible"]), "note": pick["status"] if pick["status"] != "ok"
             else "",
         })
-    rows.sort(key=lambda r: r["val ppl"])
+    rows.sort(key=lambda r: r["val ppl"] if rank_by == "ppl" else (-r[f"{rank_by[5:]} acc"],
+                                                                    r["val ppl"]))
     untried = sorted(set(frame["strategy"].dropna()) - set(ok["strategy"]))
     for name in untried:
         reason = frame[frame["strategy"] == name]["status"].iloc[0]
         rows.append({" ": "", "strategy": name, "trials": int((frame["strategy"] == name).sum()),
                      "ppl before FT": float("nan"), "val ppl": float("nan"),
                      "generic FLOPs": float("nan"), "spec FLOPs": float("nan"),
-                     "total FLOPs": float("nan"), "feasible": False,
+                     "total FLOPs": float("nan"),
+                     **{f"{c[len(TASK_COLUMN):]} acc": float("nan") for c in tasks},
+                     "feasible": False,
                      "note": reason[:60]})
     p = plan_doc
     lines.append(table(rows))
@@ -418,9 +478,7 @@ def summary_text(frame, plan_doc: dict) -> str:
     lines.append(f"reference study's guidance: {g['strategy']} ({g['reason']}); "
                  f"{'this plan agrees' if g['agrees'] else 'this plan differs at this scale'}")
     lines.append(f"model: {', '.join(p['model_dirs'].values())}")
-    for name, r in p.get("tasks", {}).items():
-        lines.append(f"task {name} ({r['domain']}, {r['items']} items): accuracy "
-                     f"{r['accuracy']:.3f}")
+    lines.extend(task_lines(p))
     if p.get("trials_without_results_rows"):
         lines.append(f"results.csv leaves out {p['trials_without_results_rows']} trial(s) "
                      "finished by an older specplan (no per-domain rows were recorded)")

@@ -9,6 +9,14 @@ Intermediate validation losses during fine-tuning drive an asynchronous successi
 pruner whose resource is the number of fine-tuning tokens seen. ``frontier`` mode is a
 two-objective study (perplexity, total cost for N domains) without pruning, which Optuna does
 not support for several objectives.
+
+Task files (``PlanSpec.tasks``) are scored in every trial. With ``objective="task:NAME"`` the
+trials are ranked by that task's error rate (1 - accuracy; ties by perplexity) instead of
+perplexity, and ``min_task`` turns task scores into constraints like the budgets. A task that
+chooses is scored in trials on its selection half only (:func:`split_task`), and the chosen
+model is reported on the other half. Ranking by a task turns pruning off: the pruner's
+intermediate values are perplexities, and cutting a trial by perplexity would rank it by
+perplexity after all.
 """
 from __future__ import annotations
 
@@ -26,7 +34,8 @@ from planner.core.budgets import Budgets, InferenceCap, total_cost
 from planner.core.errors import BudgetError, SpecplanError
 from planner.core.io import content_hash
 from planner.run.config import load_data, make_workspace
-from planner.run.runner import plan_check, run_strategy
+from planner.engine.tasks import split_task
+from planner.run.runner import load_tasks, plan_check, run_strategy
 from strategies import get_strategy
 
 STATE_FILE = "study.journal"
@@ -53,6 +62,15 @@ class PlanSpec:
     sizes: list[str] = field(default_factory=lambda: ["small"])
     pruner: str = "asha"
     cache_dir: str = ".cache/specplan"
+    tasks: list = field(default_factory=list)  # [domain, task file] pairs, scored per trial
+    objective: str = "ppl"  # "ppl", or "task:NAME": rank trials by that task's accuracy
+    min_task: dict = field(default_factory=dict)  # task name -> the least accuracy accepted
+
+    @property
+    def chooses_by_task(self) -> set[str]:
+        """The tasks that take part in the choice (objective or constraint)."""
+        ranked = {self.objective.removeprefix("task:")} if self.objective != "ppl" else set()
+        return ranked | set(self.min_task)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -83,6 +101,12 @@ class PlanSpec:
         for newer in ("batch_tokens", "base", "base_cost"):  # older studies keep their name
             if keys["run"].get(newer) is None:
                 keys["run"].pop(newer, None)
+        for newer, default in (("tasks", []), ("objective", "ppl"), ("min_task", {})):
+            if keys[newer] == default:
+                keys.pop(newer)
+        if "tasks" in keys:  # a changed task file is a new study
+            keys["tasks"] = [[domain, content_hash(Path(path).read_bytes())]
+                             for domain, path in self.tasks]
         return "specplan-" + content_hash(json.dumps(keys, sort_keys=True))
 
     def budgets(self) -> Budgets:
@@ -215,7 +239,8 @@ def create_study(spec: PlanSpec, storage):
         study = optuna.create_study(directions=["minimize", "minimize"], **kwargs)
         with warnings.catch_warnings():  # experimental since Optuna 3.2; only labels the axes
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(["perplexity", "total FLOPs"])
+            study.set_metric_names(["perplexity" if spec.objective == "ppl" else
+                                    f"{spec.objective} error rate", "total FLOPs"])
     else:
         study = optuna.create_study(direction="minimize", pruner=make_pruner(spec.pruner),
                                     **kwargs)
@@ -258,6 +283,7 @@ class Objective:
         self.cache_dir = cache_dir
         self.budgets = spec.budgets()
         self.clusterings: dict = {}
+        self.tasks = trial_tasks(spec, inputs)
 
     def workspace(self, size: str, on_eval=None):
         """A trial's workspace; every trial shares one clustering per k."""
@@ -292,7 +318,7 @@ class Objective:
             if tokens < seen["last"]:  # the next domain's fine-tuning started
                 seen["offset"] += seen["last"]
             seen["last"] = tokens
-            if self.spec.frontier:
+            if self.spec.frontier or self.spec.objective != "ppl":
                 return
             resource = seen["offset"] + tokens
             trial.report(math.exp(min(val_loss, 50.0)), resource)
@@ -311,7 +337,7 @@ class Objective:
         trial.set_user_attr("estimate", estimate.to_dict())
         started = time.perf_counter()
         try:
-            report_ = run_strategy(name, settings, ws, self.inputs.domains)
+            report_ = run_strategy(name, settings, ws, self.inputs.domains, tasks=self.tasks)
         except BudgetError as err:  # a domain's own size refused it (e.g. slm-d's teacher passes)
             trial.set_user_attr("rejected", str(err))
             raise optuna.TrialPruned(f"rejected: {err}") from None
@@ -331,6 +357,9 @@ class Objective:
         spec_flops = max(s["flops"] for s in per_domain)
         spec_seconds = sum(s["seconds"] for s in per_domain)
         cap = self.budgets.inference
+        scores = {name: r["accuracy"] for d in report.domains for name, r in d.tasks.items()}
+        for name, least in self.spec.min_task.items():
+            trial.set_constraint(f"task:{name}", least - scores[name])
         trial.set_constraint("generic_flops", generic["flops"] - self.budgets.pretrain_flops)
         trial.set_constraint("spec_flops", spec_flops - self.budgets.spec_flops)
         if cap.params is not None:
@@ -350,15 +379,18 @@ class Objective:
         trial.set_user_attr("ppl_before", {d.domain: d.ppl_before for d in report.domains})
         trial.set_user_attr("ppl_generic", report.ppl_generic)
         trial.set_user_attr("macro_ppl", report.macro_ppl)
+        trial.set_user_attr("tasks", scores)
         trial.set_user_attr("settings", report.settings.to_dict())
         # One row per domain in the sweeps' results-table layout, so that plan trials feed
         # forecasts and reports like sweep points do (plan.py writes them to results.csv).
         trial.set_user_attr("results", report.rows(self.budgets))
         total = total_cost(generic["flops"], spec_flops, self.budgets.domains_count)
         trial.set_user_attr("total_flops", total)
+        value = objective_value({"macro_ppl": report.macro_ppl, "tasks": scores},
+                                self.spec.objective)  # a follower rank keeps no attrs
         if self.spec.frontier:
-            return report.macro_ppl, total
-        return report.macro_ppl
+            return value, total
+        return value
 
 
 def broadcast(value):
@@ -392,6 +424,49 @@ class FollowerTrial:
 
     def set_constraint(self, key: str, value: float) -> None:
         pass
+
+
+def plan_tasks(spec: PlanSpec, inputs) -> dict:
+    """A plan's task files by name, each tied to its domain (a ``--domain`` path or name).
+
+    Raises:
+        SpecplanError: a bad task file or domain (:func:`load_tasks`), or an objective or
+            ``min_task`` that names no task given.
+    """
+    given = spec.data.domains if len(spec.data.domains) == len(inputs.domains) else []
+    loaded = load_tasks(spec.tasks, {**{str(p): n for p, n in zip(given, inputs.domains)},
+                                     **{n: n for n in inputs.domains}})
+    for name in sorted(spec.chooses_by_task - set(loaded)):
+        how = "--objective" if spec.objective == f"task:{name}" else "--min-task"
+        names = ", ".join(sorted(loaded)) or "none: add --task DOMAIN=PATH"
+        raise SpecplanError(f"{how}: no task named {name!r} (tasks are named by file stem; "
+                            f"given: {names})")
+    return loaded
+
+
+def trial_tasks(spec: PlanSpec, inputs) -> dict:
+    """The tasks as trials score them: a task that chooses, on its selection half only."""
+    return {name: (domain, split_task(task)[0] if name in spec.chooses_by_task else task)
+            for name, (domain, task) in plan_tasks(spec, inputs).items()}
+
+
+def report_tasks(spec: PlanSpec, inputs) -> dict:
+    """The tasks as the chosen model is reported on: a task that chose, on its other half."""
+    return {name: (domain, split_task(task)[1] if name in spec.chooses_by_task else task)
+            for name, (domain, task) in plan_tasks(spec, inputs).items()}
+
+
+def objective_value(attrs: dict, objective: str) -> float:
+    """What the study minimises for a trial's record: its macro perplexity, or a task's error
+    rate (1 - accuracy)."""
+    if objective == "ppl":
+        return attrs["macro_ppl"]
+    return 1.0 - attrs["tasks"][objective.removeprefix("task:")]
+
+
+def rank_key(trial, objective: str) -> tuple[float, float]:
+    """Order of finished trials, best first: the objective, then perplexity."""
+    return objective_value(trial.user_attrs, objective), trial.user_attrs["macro_ppl"]
 
 
 def feasible(trial) -> bool:

@@ -94,6 +94,17 @@ CASES = {
     "bad domain tokens": (["plan", "--domain-tokens", "many"], ["--domain-tokens", "64k"]),
     # sizes and counts
     "zero trials": (["plan", "--trials", "0"], ["--trials 0", "at least 1"]),
+    # ranking by a task
+    "objective task without a task": (["plan", "--objective", "task"],
+                                      ["--objective: name the task", "add --task DOMAIN=PATH"]),
+    "objective unknown": (["plan", "--objective", "accuracy"],
+                          ["--objective 'accuracy'", "ppl, task, or task:NAME"]),
+    "objective names no task": (["plan", "--objective", "task:nope"],
+                                ["--objective: no task named 'nope'", "--task DOMAIN=PATH"]),
+    "min task out of range": (["plan", "--min-task", "law_qa=1.5"],
+                              ["--min-task 'law_qa=1.5'", "between 0 and 1"]),
+    "min task names no task": (["plan", "--min-task", "nope=0.5"],
+                               ["--min-task: no task named 'nope'"]),
     # the early plan's planning budget
     "planning budget on an exhaustive plan": (["plan", "--planning-budget", "1e10"],
                                               ["--planning-budget", "--exhaustive"]),

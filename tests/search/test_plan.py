@@ -34,11 +34,12 @@ def test_plan_chooses_builds_and_reports(tiny_inputs, tmp_path):
                                tiny_inputs.tokenizer)
     # Priced for 50 domains, under a cap the large model breaks: the study's guidance is
     # importance sampling (50 x 2e9 specialization FLOPs reach the 8e9 of pretraining).
-    spec = spec_for(tmp_path / "cache", domains_count=50, inference={"params": 200_000})
     task = tmp_path / "law_qa.jsonl"
     task.write_text(json.dumps({"question": "law document 3: the court",
                                 "choices": [" shall", " protein", " lambda"], "answer": 0}))
-    result = plan(spec, tmp_path / "out", inputs=inputs, tasks=[("law", task)])
+    spec = spec_for(tmp_path / "cache", domains_count=50, inference={"params": 200_000},
+                    tasks=[["law", str(task)]])
+    result = plan(spec, tmp_path / "out", inputs=inputs)
     doc = json.loads((tmp_path / "out" / "plan.json").read_text())
     qa = doc["tasks"]["law_qa"]  # scored on the chosen model, recorded beside its perplexity
     assert qa["domain"] == "law" and qa["items"] == 1 and qa["accuracy"] in (0.0, 1.0)
@@ -60,6 +61,9 @@ def test_plan_chooses_builds_and_reports(tiny_inputs, tmp_path):
 
     table = read_results(tmp_path / "out")
     assert sorted(table["trial"]) == [0, 1, 2] and set(table["domain"]) == {"law"}
+    # Every trial scored the task (informative only: the choice is by perplexity).
+    assert set(table["task:law_qa"]) <= {0.0, 1.0} and table["task:law_qa"].notna().all()
+    assert doc["objective"] == {"rank_by": "ppl", "min_task": {}}
     best = table[table["trial"] == doc["trial"]].iloc[0]
     assert best["ppl_after"] == pytest.approx(doc["perplexity"]["validation"]["law"])
     assert best["generic_tokens"] > 0 or best["strategy"] == "slm-nopt"
@@ -275,6 +279,6 @@ def test_plan_refuses_a_task_of_another_domain_before_searching(tiny_inputs, tmp
     task = tmp_path / "bio_qa.jsonl"
     task.write_text(json.dumps({"question": "q", "choices": ["a", "b"], "answer": 1}))
     with pytest.raises(SpecplanError, match="domain 'bio' is not evaluated .*are law"):
-        plan(spec_for(tmp_path / "cache"), tmp_path / "out", inputs=inputs,
-             tasks=[("bio", task)])
+        plan(spec_for(tmp_path / "cache", tasks=[["bio", str(task)]]), tmp_path / "out",
+             inputs=inputs)
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
