@@ -76,7 +76,7 @@ from planner.run.results import (
     load_rows,
     write_results,
 )
-from planner.run.runner import run_strategy
+from planner.run.runner import load_tasks, run_strategy
 from planner.search.study import interruptible, open_storage, recover_stale_trials
 from strategies import get_strategy
 
@@ -112,6 +112,7 @@ class SweepConfig:
     mode: str = "grid"
     samples: int | None = None
     threads: int | None = None
+    tasks: Mapping[str, str] = field(default_factory=dict)  # domain -> task file
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
@@ -155,7 +156,7 @@ _SCALARS: dict[str, type | tuple[type, ...]] = {
 }
 _LISTS = ("pretrain_budgets", "spec_budgets", "domain_tokens", "strategies", "domains",
           "demo_domains")
-_TABLES = ("settings", "sizes")
+_TABLES = ("settings", "sizes", "tasks")
 _REQUIRED = ("name", "pretrain_budgets", "spec_budgets", "domain_tokens", "strategies")
 _POSITIVE = ("seq_len", "vocab_size", "batch_size", "eval_every", "eval_windows", "samples",
              "threads")
@@ -246,6 +247,12 @@ def _parse(data: dict, source: str, base_dir: Path | None) -> SweepConfig:
         except SpecplanError as err:
             raise SpecplanError(f"{source}: [settings.{name}]: {err}") from None
     values["settings"] = {k: dict(v) for k, v in settings.items()}
+    tasks = data.get("tasks", {})
+    if not isinstance(tasks, dict) or not all(isinstance(v, str) for v in tasks.values()):
+        raise SpecplanError(f"{source}: tasks must be a table of domain = task file, like "
+                            f"[tasks] law = 'law_qa.jsonl'")
+    values["tasks"] = {k: str(_resolve(v, base_dir)) if base_dir is not None else v
+                       for k, v in tasks.items()}
 
     mode = values.get("mode", "grid")
     if mode not in ("grid", "sampled"):
@@ -324,6 +331,7 @@ class SweepContext:
     fingerprint: str
     budgets: dict[str, float]
     clusterings: dict = field(default_factory=dict)
+    tasks: dict = field(default_factory=dict)  # task name -> (domain, Task), scored per point
 
     def flops(self, text: str) -> float:
         return self.budgets[text]
@@ -345,7 +353,14 @@ def load_context(config: SweepConfig, cache_dir: Path) -> SweepContext:
                                   cache_dir=cache_dir)
                for text in {*config.pretrain_budgets, *config.spec_budgets}}
     budgets["0"] = 0.0
+    given = config.data.domains if len(config.data.domains) == len(inputs.domains) else []
+    tasks = load_tasks(list(config.tasks.items()),
+                       {str(p): n for p, n in zip(given, inputs.domains)}
+                       or {n: n for n in inputs.domains})
+    scored = {"tasks": {name: [domain, content_hash(Path(task.path).read_bytes())]
+                        for name, (domain, task) in sorted(tasks.items())}} if tasks else {}
     fingerprint = content_hash(json.dumps({
+        **scored,  # a sweep without tasks keeps its points' keys
         "generic": inputs.generic.fingerprint,
         "domains": {name: s.fingerprint for name, s in sorted(inputs.domains.items())},
         "small": config.small, "large": config.run.large, "seq_len": config.data.seq_len,
@@ -354,7 +369,7 @@ def load_context(config: SweepConfig, cache_dir: Path) -> SweepContext:
         "inference_budget": config.inference_budget, "seed": config.run.seed,
         "embedder": config.run.embedder,
     }, sort_keys=True))
-    return SweepContext(config, cache_dir, inputs, cuts, fingerprint, budgets)
+    return SweepContext(config, cache_dir, inputs, cuts, fingerprint, budgets, tasks=tasks)
 
 
 def make_point(ctx: SweepContext, strategy: str, pretrain: str, spec: str, tokens: int) -> Point:
@@ -436,7 +451,7 @@ def run_point(ctx: SweepContext, point: Point) -> list[dict]:
     strategy = get_strategy(point.strategy)
     settings = strategy.settings(json.loads(point.settings))
     try:
-        report = run_strategy(point.strategy, settings, ws, domains)
+        report = run_strategy(point.strategy, settings, ws, domains, tasks=ctx.tasks)
         rows = report.rows(budgets)
         for row, result in zip(rows, report.domains):
             row["notes"] = json.dumps(result.notes, sort_keys=True, default=str)

@@ -231,3 +231,26 @@ def test_sampled_mode_is_an_optuna_study_in_the_output_folder(tmp_path, corpus_d
     assert len(trials) == 3
     assert {t.user_attrs["point"] for t in trials} == set(frame["point"])
     assert set(frame["status"]) == {"ok"}
+
+
+def test_a_sweep_scores_its_tasks_in_a_column_per_task(tmp_path, corpus_dir, shared_cache):
+    from planner.data.tasks import continuation_items
+    from tests.conftest import synthetic_documents
+
+    texts = synthetic_documents("law", 20, seed=99, words_per_doc=80)
+    (tmp_path / "law_mc.jsonl").write_text("".join(json.dumps(i) + "\n" for i in
+                                                   continuation_items(texts, items=12, context_chars=40, continuation_chars=12)))
+    path = write_config(tmp_path, corpus_dir, strategies="['slm-nopt']", spec_budgets="[1e9]",
+                        domain_tokens="['512']", tasks="{law = 'law_mc.jsonl'}")
+    frame = run_sweep(load_config(path), tmp_path / "out", cache_dir=shared_cache)
+    law = frame[frame["domain"] == "law"]
+    assert len(law) == 1 and 0.0 <= law["task:law_mc"].iloc[0] <= 1.0
+    steps = law["task:law_mc"].iloc[0] * 12  # one accuracy over the task's 12 items
+    assert abs(steps - round(steps)) < 1e-9
+    assert frame[frame["domain"] != "law"]["task:law_mc"].isna().all()
+    assert read_results(tmp_path / "out")["task:law_mc"].dtype == "float64"
+    with pytest.raises(SpecplanError, match="domain 'news' is not evaluated"):
+        run_sweep(load_config(write_config(tmp_path, corpus_dir, tasks="{news = 'law_mc.jsonl'}")),
+                  tmp_path / "out2", cache_dir=shared_cache)
+    with pytest.raises(SpecplanError, match="tasks must be a table of domain = task file"):
+        load_config(write_config(tmp_path, corpus_dir, tasks="['law_mc.jsonl']"))
