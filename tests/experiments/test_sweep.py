@@ -238,8 +238,8 @@ def test_a_sweep_scores_its_tasks_in_a_column_per_task(tmp_path, corpus_dir, sha
     from tests.conftest import synthetic_documents
 
     texts = synthetic_documents("law", 20, seed=99, words_per_doc=80)
-    (tmp_path / "law_mc.jsonl").write_text("".join(json.dumps(i) + "\n" for i in
-                                                   continuation_items(texts, items=12, context_chars=40, continuation_chars=12)))
+    items = continuation_items(texts, items=12, context_chars=40, continuation_chars=12)
+    (tmp_path / "law_mc.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
     path = write_config(tmp_path, corpus_dir, strategies="['slm-nopt']", spec_budgets="[1e9]",
                         domain_tokens="['512']", tasks="{law = 'law_mc.jsonl'}")
     frame = run_sweep(load_config(path), tmp_path / "out", cache_dir=shared_cache)
