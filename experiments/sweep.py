@@ -76,7 +76,7 @@ from planner.run.results import (
     load_rows,
     write_results,
 )
-from planner.run.runner import load_tasks, run_strategy
+from planner.run.runner import run_strategy, tasks_for
 from planner.search.study import interruptible, open_storage, recover_stale_trials
 from strategies import get_strategy
 
@@ -353,10 +353,7 @@ def load_context(config: SweepConfig, cache_dir: Path) -> SweepContext:
                                   cache_dir=cache_dir)
                for text in {*config.pretrain_budgets, *config.spec_budgets}}
     budgets["0"] = 0.0
-    given = config.data.domains if len(config.data.domains) == len(inputs.domains) else []
-    tasks = load_tasks(list(config.tasks.items()),
-                       {str(p): n for p, n in zip(given, inputs.domains)}
-                       or {n: n for n in inputs.domains})
+    tasks = tasks_for(list(config.tasks.items()), config.data.domains, list(inputs.domains))
     scored = {"tasks": {name: [domain, content_hash(Path(task.path).read_bytes())]
                         for name, (domain, task) in sorted(tasks.items())}} if tasks else {}
     fingerprint = content_hash(json.dumps({

@@ -13,6 +13,7 @@ from planner.cli._shared import (
     options_from,
     parse_budgets,
     parse_overrides,
+    parse_tasks,
 )
 from planner.core.args import DataArgs, RunArgs
 from planner.core.text import ledger_text, table
@@ -29,9 +30,12 @@ from planner.core.text import ledger_text, table
               help="Deployed model: a preset (`specplan models`), a spec like "
                    "d=768,layers=12,heads=12,kv_heads=4,ff=2048, or a model config folder.")
 @options_from(RunArgs)
+@click.option("--task", "tasks", multiple=True, metavar="DOMAIN=PATH",
+              help="A task file of a --domain, scored on its model (a task:NAME column); "
+                   "repeatable.")
 @click.option("--out", default=None, help="Export each domain's model under OUT/<domain>.")
 @click.pass_obj
-def run(obj: Ctx, strategy, overrides, small, out, **options) -> None:
+def run(obj: Ctx, strategy, overrides, small, tasks, out, **options) -> None:
     """Run one STRATEGY end to end; print perplexities and the per-phase ledger.
 
     STRATEGY is a registered name such as slm, llm, slm-is or slm-pn: `specplan strategies`
@@ -41,7 +45,8 @@ def run(obj: Ctx, strategy, overrides, small, out, **options) -> None:
     from planner.core.io import writable_folder
     from planner.engine.models import check_size
     from planner.run.config import check_run_args, load_data, make_workspace
-    from planner.run.runner import run_strategy
+    from planner.run.results import TASK_COLUMN
+    from planner.run.runner import run_strategy, tasks_for
     from strategies import get_strategy
 
     settings = get_strategy(strategy).settings(parse_overrides(overrides))  # fail before data
@@ -55,15 +60,18 @@ def run(obj: Ctx, strategy, overrides, small, out, **options) -> None:
     if out:
         writable_folder(out)
     budgets = parse_budgets(obj, **options, spend_on=run_args.device, base=run_args.base)
+    tasks = parse_tasks(tasks)
     inputs = load_data(data, obj.cache, base=run_args.base, domain_tokens=budgets.domain_tokens)
+    loaded = tasks_for(tasks, data.domains, list(inputs.domains))  # before any training
     ws = make_workspace(inputs, budgets, run_args, obj.cache, small=small)
     report = run_strategy(strategy, settings, ws, inputs.domains,
-                          out_dir=Path(out) if out else None)
+                          out_dir=Path(out) if out else None, tasks=loaded)
     rows = report.rows(budgets)
+    columns = ("domain", "ppl_before", "ppl_after", "generic_flops", "spec_flops",
+               *(f"{TASK_COLUMN}{name}" for name in loaded))
     lines = [f"strategy {strategy} ({report.status}); pretraining artifact "
              f"{'reused from cache' if report.artifact_reused else 'trained'}",
-             table([{k: r[k] for k in ("domain", "ppl_before", "ppl_after", "generic_flops",
-                                       "spec_flops")} for r in rows]),
+             table([{k: r.get(k) for k in columns} for r in rows]),
              "ledger (all domains):"]
     combined = report.ledger()
     lines.append(ledger_text(combined))

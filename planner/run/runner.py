@@ -301,6 +301,14 @@ def load_tasks(tasks: list[tuple[str, str | Path]],
     return loaded
 
 
+def tasks_for(tasks: list[tuple[str, str | Path]], given, names) -> dict[str, tuple[str, Task]]:
+    """:func:`load_tasks` for a run's domains: ``names`` are their corpus names, ``given`` the
+    ``--domain`` paths they came from (not the demo's, whose corpora have names only)."""
+    paths = list(given) if len(given) == len(names) else []
+    return load_tasks(tasks, {**{str(p): n for p, n in zip(paths, names)},
+                              **{n: n for n in names}})
+
+
 def evaluate_model(
     model_dir: str | Path, domains: list[str | Path], *, cache_dir: Path, text_field: str = "text",
     split: str = "test", speed: bool = True, tasks: list[tuple[str, str | Path]] = (),

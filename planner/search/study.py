@@ -35,7 +35,7 @@ from planner.core.errors import BudgetError, SpecplanError
 from planner.core.io import content_hash
 from planner.run.config import load_data, make_workspace
 from planner.engine.tasks import split_task
-from planner.run.runner import load_tasks, plan_check, run_strategy
+from planner.run.runner import plan_check, run_strategy, tasks_for
 from strategies import get_strategy
 
 STATE_FILE = "study.journal"
@@ -433,9 +433,7 @@ def plan_tasks(spec: PlanSpec, inputs) -> dict:
         SpecplanError: a bad task file or domain (:func:`load_tasks`), or an objective or
             ``min_task`` that names no task given.
     """
-    given = spec.data.domains if len(spec.data.domains) == len(inputs.domains) else []
-    loaded = load_tasks(spec.tasks, {**{str(p): n for p, n in zip(given, inputs.domains)},
-                                     **{n: n for n in inputs.domains}})
+    loaded = tasks_for(spec.tasks, spec.data.domains, list(inputs.domains))
     for name in sorted(spec.chooses_by_task - set(loaded)):
         how = "--objective" if spec.objective == f"task:{name}" else "--min-task"
         names = ", ".join(sorted(loaded)) or "none: add --task DOMAIN=PATH"

@@ -176,3 +176,20 @@ def test_run_exports_a_deployed_model_of_another_family(corpus_dir, tmp_path):
     assert type(model).__name__ == "Qwen2ForCausalLM"
     assert model.config.num_key_value_heads == 2 and not model.config.tie_word_embeddings
     assert len(AutoTokenizer.from_pretrained(out / "law")) == model.config.vocab_size
+
+
+def test_run_scores_a_task_on_its_domain_model(corpus_dir, tmp_path, monkeypatch, capsys):
+    task = tmp_path / "law_qa.jsonl"
+    task.write_text("".join(json.dumps({"question": "law document: the court", "choices": [
+        " shall", " protein", " lambda"], "answer": 0}) + "\n" for _ in range(3)))
+    args = ["--cache", str(tmp_path / "cache"), "run", "slm-nopt",
+            "--generic", str(corpus_dir / "generic.jsonl"),
+            "--domain", str(corpus_dir / "law.jsonl"), "--pretrain-budget", "0",
+            "--spec-budget", "5e8", "--small", "tiny",
+            "--device", "cpu", "--seq-len", "32", "--vocab-size", "300",
+            "--task", f"{corpus_dir / 'law.jsonl'}={task}"]
+    rows = json.loads(invoke(args[0], args[1], "--json", *args[2:]).stdout)["rows"]
+    assert rows[0]["task:law_qa"] in (0.0, 1.0)  # three copies of one item: all or none right
+    assert "task:law_qa" in invoke(*args).stdout  # the printed table's column
+    code, _, err = specplan(monkeypatch, capsys, *args[:-1], f"bio={task}")
+    assert code == 2 and "domain 'bio' is not evaluated" in err
