@@ -1,8 +1,6 @@
 """``specplan plan | worker``: search, choose and build; join a plan's study."""
 from __future__ import annotations
 
-import math
-
 import click
 
 from planner.cli._shared import (
@@ -162,12 +160,13 @@ def parse_objective(objective: str, min_task, tasks) -> tuple[str, dict[str, flo
         name, sep, value = item.rpartition("=")
         name = name.strip() if sep else only_task("--min-task")
         try:
-            least[name] = float(value)
+            accuracy = float(value)
         except ValueError:
-            least[name] = math.nan
-        if not 0.0 <= least[name] <= 1.0:
+            accuracy = None
+        if accuracy is None or not 0.0 <= accuracy <= 1.0:
             raise SpecplanError(f"--min-task {item!r}: give an accuracy between 0 and 1, e.g. "
                                 f"--min-task {name}=0.6")
+        least[name] = accuracy
     return objective, least
 
 

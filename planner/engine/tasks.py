@@ -148,8 +148,9 @@ def split_task(task: Task) -> tuple[Task, Task]:
         text = json.dumps([item.context, item.continuations, item.answer])
         return hashlib.sha256(text.encode()).digest()[0] < 128
 
-    halves = ([i for i in task.items if first_half(i)], [i for i in task.items
-                                                          if not first_half(i)])
+    halves: tuple[list[Item], list[Item]] = ([], [])
+    for item in task.items:
+        halves[not first_half(item)].append(item)
     if not all(halves):
         raise _fail(task.path, f"{len(task.items)} item(s) cannot be split into a selection "
                     f"half and a report half", "give the task at least a few dozen items")

@@ -114,7 +114,7 @@ def plan_early(spec: PlanSpec, out_dir: str | Path, *, planning_flops: float | N
     fallback = None
     with untouched_on_error(out_dir):
         inputs = inputs or load_plan_inputs(spec)
-        plan_tasks(spec, inputs)  # a bad task file fails before any compute
+        tasks = plan_tasks(spec, inputs)  # a bad task file fails before any compute
         log.info(f"checking the budgets against {len(spec.strategies)} strategies")
         checks = feasibility_report(spec, inputs, cache_dir)
         if budgets.domain_tokens is None:  # the law needs the domain size: the data's own
@@ -183,7 +183,7 @@ def plan_early(spec: PlanSpec, out_dir: str | Path, *, planning_flops: float | N
         with untouched_on_error(out_dir):
             final = run_strategy(name, strategy.settings(), ws, inputs.domains,
                                  out_dir=out_dir / "model", evaluate_test=True,
-                                 tasks=plan_tasks(spec, inputs))
+                                 tasks=tasks)
             speed = measure_chosen(final, ws)
             final_seconds = time.perf_counter() - started
             plan_doc = _plan_doc(spec, budgets, ws, name, size, calibration, odds, flips,

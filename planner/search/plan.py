@@ -37,9 +37,10 @@ from planner.search.study import (
     optimize,
     plan_tasks,
     rank_key,
+    ranked_task,
     recover_stale_trials,
-    report_tasks,
     settings_from_params,
+    task_halves,
 )
 from planner.search.workers import run_gpu_workers
 from strategies import family_of, get_strategy
@@ -245,7 +246,7 @@ def finish(study, spec, inputs, out_dir: Path, checks, retried, search_seconds) 
     started = time.perf_counter()
     final = run_strategy(name, best.user_attrs["settings"], ws, inputs.domains,
                          out_dir=out_dir / "model", evaluate_test=True,
-                         tasks=report_tasks(spec, inputs))
+                         tasks=task_halves(spec, plan_tasks(spec, inputs), "report"))
     speed = measure_chosen(final, ws)
     final_seconds = time.perf_counter() - started
     budgets = spec.budgets()
@@ -270,7 +271,7 @@ def finish(study, spec, inputs, out_dir: Path, checks, retried, search_seconds) 
             "test": {d.domain: d.ppl_test for d in final.domains},
             "test_macro": macro_perplexity(d.ppl_test for d in final.domains),
         },
-        why=why_text(best, runner_up, budgets.domains_count, spec.objective),
+        why=why_text(best, runner_up, budgets.domains_count, spec.ranked_task),
         runner_up=runner_up and {"strategy": runner_up.params["strategy"],
                                  "trial": runner_up.number,
                                  "validation_macro": runner_up.user_attrs["macro_ppl"],
@@ -406,15 +407,16 @@ def task_lines(plan_doc: dict) -> list[str]:
     return lines
 
 
-def why_text(best, runner_up, n_domains: int, objective: str = "ppl") -> str:
+def why_text(best, runner_up, n_domains: int, task: str | None = None) -> str:
+    """Why the choice beat the runner-up: by perplexity, or by ``task``'s accuracy when the
+    trials were ranked by it."""
     b = best.user_attrs
     if runner_up is None:
         return f"{best.params['strategy']} was the only strategy with a feasible finished trial"
     r = runner_up.user_attrs
-    if objective != "ppl":
-        name = objective.removeprefix("task:")
-        return (f"{best.params['strategy']} reached accuracy {b['tasks'][name]:.3f} on task "
-                f"{name} (selection half) against {r['tasks'][name]:.3f} for the runner-up "
+    if task is not None:
+        return (f"{best.params['strategy']} reached accuracy {b['tasks'][task]:.3f} on task "
+                f"{task} (selection half) against {r['tasks'][task]:.3f} for the runner-up "
                 f"{runner_up.params['strategy']} (validation perplexity {b['macro_ppl']:.2f} "
                 f"against {r['macro_ppl']:.2f}), at a total cost for {n_domains} domain(s) of "
                 f"{b['total_flops']:.3g} FLOPs against {r['total_flops']:.3g}")
@@ -429,8 +431,8 @@ def summary_text(frame, plan_doc: dict) -> str:
 
     lines = []
     ok = frame[frame["state"] == "COMPLETE"]
-    rank_by = plan_doc["objective"]["rank_by"]
-    order = ["macro_ppl"] if rank_by == "ppl" else [f"{TASK_COLUMN}{rank_by[5:]}", "macro_ppl"]
+    ranked = ranked_task(plan_doc["objective"]["rank_by"])
+    order = ["macro_ppl"] if ranked is None else [f"{TASK_COLUMN}{ranked}", "macro_ppl"]
     tasks = task_columns(frame)
     rows = []
     for name, group in ok.groupby("strategy"):
@@ -447,8 +449,8 @@ def summary_text(frame, plan_doc: dict) -> str:
             "feasible": bool(pick["feasible"]), "note": pick["status"] if pick["status"] != "ok"
             else "",
         })
-    rows.sort(key=lambda r: r["val ppl"] if rank_by == "ppl" else (-r[f"{rank_by[5:]} acc"],
-                                                                    r["val ppl"]))
+    rows.sort(key=lambda r: r["val ppl"] if ranked is None else (-r[f"{ranked} acc"],
+                                                                  r["val ppl"]))
     untried = sorted(set(frame["strategy"].dropna()) - set(ok["strategy"]))
     for name in untried:
         reason = frame[frame["strategy"] == name]["status"].iloc[0]

@@ -21,6 +21,7 @@ perplexity after all.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -67,10 +68,14 @@ class PlanSpec:
     min_task: dict = field(default_factory=dict)  # task name -> the least accuracy accepted
 
     @property
+    def ranked_task(self) -> str | None:
+        """The task the trials are ranked by (None: by perplexity)."""
+        return ranked_task(self.objective)
+
+    @property
     def chooses_by_task(self) -> set[str]:
         """The tasks that take part in the choice (objective or constraint)."""
-        ranked = {self.objective.removeprefix("task:")} if self.objective != "ppl" else set()
-        return ranked | set(self.min_task)
+        return ({self.ranked_task} | set(self.min_task)) - {None}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -283,7 +288,12 @@ class Objective:
         self.cache_dir = cache_dir
         self.budgets = spec.budgets()
         self.clusterings: dict = {}
-        self.tasks = trial_tasks(spec, inputs)
+
+    @functools.cached_property
+    def tasks(self) -> dict:
+        """The tasks as trials score them (read when a trial first runs, not for every
+        workspace an Objective is built for)."""
+        return task_halves(self.spec, plan_tasks(self.spec, self.inputs), "selection")
 
     def workspace(self, size: str, on_eval=None):
         """A trial's workspace; every trial shares one clustering per k."""
@@ -318,7 +328,7 @@ class Objective:
             if tokens < seen["last"]:  # the next domain's fine-tuning started
                 seen["offset"] += seen["last"]
             seen["last"] = tokens
-            if self.spec.frontier or self.spec.objective != "ppl":
+            if self.spec.frontier or self.spec.ranked_task is not None:
                 return
             resource = seen["offset"] + tokens
             trial.report(math.exp(min(val_loss, 50.0)), resource)
@@ -442,24 +452,25 @@ def plan_tasks(spec: PlanSpec, inputs) -> dict:
     return loaded
 
 
-def trial_tasks(spec: PlanSpec, inputs) -> dict:
-    """The tasks as trials score them: a task that chooses, on its selection half only."""
-    return {name: (domain, split_task(task)[0] if name in spec.chooses_by_task else task)
-            for name, (domain, task) in plan_tasks(spec, inputs).items()}
+def ranked_task(objective: str) -> str | None:
+    """The task an objective (``ppl`` or ``task:NAME``) ranks by; None for perplexity."""
+    return None if objective == "ppl" else objective.removeprefix("task:")
 
 
-def report_tasks(spec: PlanSpec, inputs) -> dict:
-    """The tasks as the chosen model is reported on: a task that chose, on its other half."""
-    return {name: (domain, split_task(task)[1] if name in spec.chooses_by_task else task)
-            for name, (domain, task) in plan_tasks(spec, inputs).items()}
+def task_halves(spec: PlanSpec, tasks: dict, half: str) -> dict:
+    """``tasks`` (from :func:`plan_tasks`) with each task that chooses cut to one half:
+    ``"selection"``, what trials are ranked on, or ``"report"``, what the chosen model is
+    reported on. The other tasks stay whole."""
+    at = ("selection", "report").index(half)
+    return {name: (domain, split_task(task)[at] if name in spec.chooses_by_task else task)
+            for name, (domain, task) in tasks.items()}
 
 
 def objective_value(attrs: dict, objective: str) -> float:
     """What the study minimises for a trial's record: its macro perplexity, or a task's error
     rate (1 - accuracy)."""
-    if objective == "ppl":
-        return attrs["macro_ppl"]
-    return 1.0 - attrs["tasks"][objective.removeprefix("task:")]
+    task = ranked_task(objective)
+    return attrs["macro_ppl"] if task is None else 1.0 - attrs["tasks"][task]
 
 
 def rank_key(trial, objective: str) -> tuple[float, float]:
