@@ -34,12 +34,13 @@ import pandas as pd
 from planner.core.budgets import total_cost
 from planner.core.errors import SpecplanError
 from planner.core.units import format_count
-from planner.run.results import CONFIG_KEYS, sort_strategies, strategy_rank
+from planner.run.results import CONFIG_KEYS, sort_strategies, strategy_rank, task_columns
 
 __all__ = [
     "COST_TOLERANCE",
     "config_table",
     "crossover_n",
+    "higher_is_better",
     "interpolate_at",
     "pareto_front",
     "reference_table",
@@ -74,6 +75,12 @@ _PPL_COLS = ("ppl_after", "ppl_before", "ppl_generic")
 #: same 2e12-FLOP pretraining budget measured 1.97e12-2.00e12 (1.7% apart, 16% at 2.5e11), and
 #: early stopping ends specialization runs a step or more apart. 5% is above that spread.
 COST_TOLERANCE = 0.05
+
+
+def higher_is_better(column: str) -> bool:
+    """Whether more is better in ``column``: task accuracies (``task:NAME``) are, perplexities
+    and costs are not."""
+    return str(column).startswith("task:")
 
 
 def _require(df: pd.DataFrame, columns: Iterable[str], where: str) -> None:
@@ -126,7 +133,9 @@ def config_table(
     Returns:
         One row per config: the :data:`CONFIG_KEYS` present in ``df``, ``ppl_after``,
         ``ppl_before`` and ``ppl_generic`` (macro; NaN when any domain lacks it), ``n_domains``,
-        and the mean of each cost/size column present (``generic_flops``, ``spec_flops``, ...).
+        the mean of each cost/size column present (``generic_flops``, ``spec_flops``, ...), and
+        each task's accuracy (``task:NAME``: a task belongs to one domain, so this is that
+        domain's score; NaN where the config has none).
     """
     _require(df, ["strategy", "domain", "domain_tokens", "ppl_after"], "config_table")
     keys = [k for k in CONFIG_KEYS if k in df.columns]
@@ -134,7 +143,7 @@ def config_table(
     after = pd.to_numeric(rows["ppl_after"], errors="coerce")
     rows = rows[np.isfinite(after) & (after > 0)]
     ppl_cols = [c for c in _PPL_COLS if c in rows.columns]
-    mean_cols = [c for c in _MEAN_COLS if c in rows.columns]
+    mean_cols = [c for c in _MEAN_COLS if c in rows.columns] + task_columns(rows)
     if rows.empty:
         return pd.DataFrame(columns=[*keys, *ppl_cols, "n_domains", *mean_cols])
     logs = rows[keys + ["domain"]].copy()
@@ -160,7 +169,8 @@ def pareto_front(
     quality_col: str = "ppl_after",
     by: str | Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """Rows that no other row beats on both cost and perplexity (lower is better for both).
+    """Rows that no other row beats on both cost and quality: lower cost, and lower perplexity
+    or higher task accuracy (:func:`higher_is_better`).
 
     A row is dominated when another row is no worse on both columns and strictly better on one.
     Exact ties (same cost and same perplexity) dominate neither, so all of them are kept. Rows
@@ -169,7 +179,7 @@ def pareto_front(
     Args:
         df: any table with the two columns, e.g. the results table or :func:`config_table`.
         cost_col: the cost column, e.g. ``"spec_flops"``.
-        quality_col: the perplexity column.
+        quality_col: the perplexity or task-accuracy column.
         by: optional grouping column(s); the front is computed within each group.
 
     Returns:
@@ -181,16 +191,20 @@ def pareto_front(
     quality = pd.to_numeric(df[quality_col], errors="coerce").to_numpy(dtype=float)
     finite = df[np.isfinite(cost_values) & np.isfinite(quality)]
     groups = finite.groupby(by_cols, sort=True, dropna=False) if by_cols else [((), finite)]
-    fronts = [_front(group, cost_col, quality_col) for _, group in groups]
+    sign = -1.0 if higher_is_better(quality_col) else 1.0
+    fronts = [_front(group, cost_col, quality_col, sign) for _, group in groups]
     if not fronts:
         return finite.iloc[0:0]
     return pd.concat(fronts)
 
 
-def _front(group: pd.DataFrame, cost_col: str, quality_col: str) -> pd.DataFrame:
-    ordered = group.sort_values([cost_col, quality_col], kind="stable")
+def _front(group: pd.DataFrame, cost_col: str, quality_col: str, sign: float) -> pd.DataFrame:
+    """The front of one group; ``sign`` -1 turns a higher-is-better column into a loss."""
+    loss = sign * pd.to_numeric(group[quality_col], errors="coerce").astype(float)
+    order = np.lexsort((loss.to_numpy(), group[cost_col].to_numpy(dtype=float)))
+    ordered = group.iloc[order]
     costs = ordered[cost_col].to_numpy(dtype=float)
-    quality = ordered[quality_col].to_numpy(dtype=float)
+    quality = loss.to_numpy()[order]
     keep = np.zeros(len(ordered), dtype=bool)
     best_quality, best_cost = math.inf, math.nan
     # Sorted by cost then quality, a row is on the front iff it beats every cheaper row's quality,

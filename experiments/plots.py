@@ -300,6 +300,8 @@ def _note_coincident(ax: Axes, series: dict[str, tuple[np.ndarray, np.ndarray]])
 
 
 def _axis_name(column: str) -> str:
+    if frontier.higher_is_better(column):
+        return f"{column.removeprefix('task:')} task accuracy (higher is better)"
     return _AXIS_NAMES.get(column, column.replace("_", " "))
 
 
@@ -427,6 +429,8 @@ def plot_frontier(
 ) -> Figure:
     """All points faint, the Pareto front as a line, and the chosen row highlighted.
 
+    The quality is a perplexity (lower is better) or a task accuracy, ``task:NAME`` (higher is
+    better, drawn on a 0-1 axis so a small spread never looks like a large one).
     Rows with a non-positive cost have no place on a log axis and are left out (e.g.
     ``generic_flops`` of ``slm-is``); price them with a total-cost column instead.
 
@@ -434,7 +438,7 @@ def plot_frontier(
         df: any table with ``strategy``, ``cost_col`` and ``quality_col`` (e.g. the results
             table or :func:`experiments.frontier.config_table`).
         cost_col: cost column, in FLOPs.
-        quality_col: perplexity column.
+        quality_col: perplexity or ``task:NAME`` column.
         chosen: index label of the row to highlight (or that row, as a Series), or None.
         flops_per_hour: FLOPs per device-hour for the secondary axis.
         hours_label: label of the secondary axis.
@@ -448,7 +452,8 @@ def plot_frontier(
         raise SpecplanError(
             f"plot_frontier: the table lacks column(s) {missing}; pass a table that has them"
         )
-    points = df[pd.to_numeric(df[cost_col], errors="coerce") > 0]
+    points = df[(pd.to_numeric(df[cost_col], errors="coerce") > 0)
+                & np.isfinite(pd.to_numeric(df[quality_col], errors="coerce"))]
     fig, (ax,) = _panels([], title)
     for strategy in _strategies(points["strategy"]):
         rows = points[points["strategy"] == strategy]
@@ -460,8 +465,8 @@ def plot_frontier(
         label = chosen.name if isinstance(chosen, pd.Series) else chosen
         if label not in points.index:
             raise SpecplanError(
-                f"plot_frontier: chosen={label!r} is not a row of the table with {cost_col} > 0; "
-                "pass an index label of df"
+                f"plot_frontier: chosen={label!r} is not a row of the table with {cost_col} > 0 "
+                f"and a {quality_col}; pass an index label of df"
             )
         row = points.loc[label]
         ax.scatter([row[cost_col]], [row[quality_col]], marker="*", s=260, zorder=5,
@@ -475,6 +480,8 @@ def plot_frontier(
                     arrowprops={"arrowstyle": "-", "color": "black"})
     _cost_axis(ax, "x", _axis_name(cost_col), flops_per_hour, hours_label)
     ax.set_ylabel(_axis_name(quality_col))
+    if frontier.higher_is_better(quality_col):
+        ax.set_ylim(0.0, 1.0)
     ax.grid(True, which="major", alpha=0.3)
     return _legend(fig)
 

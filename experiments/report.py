@@ -29,12 +29,12 @@ from planner.core.errors import SpecplanError
 from planner.core.io import write_text
 from planner.core.reference import GUIDANCE
 from planner.core.units import format_count
-from planner.run.results import CONFIG_KEYS, sort_strategies
+from planner.run.results import CONFIG_KEYS, sort_strategies, task_columns
 
 __all__ = ["FIGURE_KINDS", "ReportFigure", "build_figures", "write_report"]
 
 #: The figure kinds, as ``specplan plot --kind`` names them.
-FIGURE_KINDS = ("pretrain", "spec", "frontier", "total-cost", "winner-map")
+FIGURE_KINDS = ("pretrain", "spec", "frontier", "task-frontier", "total-cost", "winner-map")
 #: Numbers of domains the total-cost table prices (the study's Fig. 6 uses 1, 7 and 50).
 N_DOMAINS = (1, 7, 50)
 #: Largest number of domains of the total-cost text and figure (the same range for both).
@@ -156,10 +156,11 @@ def total_cost_view(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return view, changes
 
 
-def frontier_view(df: pd.DataFrame) -> pd.DataFrame:
-    """Configs on the Pareto frontier of perplexity against total cost for one domain."""
+def frontier_view(df: pd.DataFrame, quality_col: str = "ppl_after") -> pd.DataFrame:
+    """Configs on the Pareto frontier of ``quality_col`` (perplexity, or a task's accuracy)
+    against total cost for one domain, with every task's accuracy beside the perplexity."""
     configs = _configs_with_total(df)
-    front = frontier.pareto_front(configs, _TOTAL, by="domain_tokens")
+    front = frontier.pareto_front(configs, _TOTAL, quality_col, by="domain_tokens")
     return pd.DataFrame({
         "domain tokens": front["domain_tokens"].map(format_count),
         "strategy": front["strategy"],
@@ -167,7 +168,13 @@ def frontier_view(df: pd.DataFrame) -> pd.DataFrame:
         "spec budget": front["spec_budget_flops"].map(_flops),
         "total cost (1 domain)": front[_TOTAL].map(_flops),
         "ppl": front["ppl_after"].map(_ppl),
+        **{f"{c.removeprefix('task:')} accuracy": front[c].map(_accuracy)
+           for c in task_columns(front)},
     })
+
+
+def _accuracy(value: float) -> str:
+    return f"{value:.3f}" if math.isfinite(value) else "-"
 
 
 def recommendations(df: pd.DataFrame) -> list[str]:
@@ -274,6 +281,17 @@ def build_figures(df: pd.DataFrame, *, chosen=None) -> list[ReportFigure]:
             lambda p=panel, t=title: plots.plot_frontier(
                 p, cost_col=_TOTAL, chosen=_chosen_row(p, df, chosen), title=t),
             None if (panel[_TOTAL] > 0).any() else "no finished run with a positive cost")
+    for column in task_columns(configs):
+        task = column.removeprefix("task:")
+        for size in sorted(configs["domain_tokens"].unique()):
+            panel = configs[(configs["domain_tokens"] == size) & (configs[_TOTAL] > 0)
+                            & np.isfinite(configs[column])]
+            title = f"Cost-accuracy frontier, task {task}, {format_count(size)} domain tokens"
+            add("task-frontier", f"task-frontier-{task}-{format_count(size)}", title,
+                lambda p=panel, t=title, c=column: plots.plot_frontier(
+                    p, cost_col=_TOTAL, quality_col=c, chosen=_chosen_row(p, df, chosen),
+                    title=t),
+                None if len(panel) else f"no finished run scored task {task}")
     add("total-cost", "total-cost", "Total cost vs number of domains",
         lambda: plots.plot_total_cost(df, n_max=N_MAX,
                                       quality_tolerance=conclusions.QUALITY_TOLERANCE),
@@ -296,6 +314,9 @@ def make_figure(df: pd.DataFrame, kind: str, *, chosen=None) -> Figure:
         raise SpecplanError(f"--kind {kind!r}: choose one of {', '.join(FIGURE_KINDS)}")
     matching = [f for f in build_figures(df, chosen=chosen) if f.kind == kind]
     drawn = [f for f in matching if f.figure is not None]
+    if not matching:  # only task-frontier has no figure of its kind to explain
+        raise SpecplanError(f"cannot draw {kind}: the table has no task:NAME column; score a "
+                            "task with --task DOMAIN=PATH or a sweep's [tasks] table")
     if not drawn:
         raise SpecplanError(f"cannot draw {kind}: {matching[0].note}")
     return drawn[-1].figure
@@ -369,6 +390,10 @@ def write_report(
          total_view, changes),
         ("Pareto frontier", "Configs no other config beats on both perplexity and total cost "
          "for one domain (generic + specialization).", frontier_view(df), []),
+        *((f"Pareto frontier, task {c.removeprefix('task:')}",
+           f"Configs no other config beats on both the accuracy of task "
+           f"{c.removeprefix('task:')} and total cost for one domain.",
+           frontier_view(df, c), []) for c in task_columns(df)),
         ("Recommendation per budget regime", "For each (pretraining, specialization) budget "
          "cell (budgets are ceilings; runs within the inference budget), the winner, its margin "
          "over the runner-up, and the study's guidance (arXiv 2402.01093 v2 Fig. 1).",

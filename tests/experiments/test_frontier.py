@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import doctest
+import math
 import json
 
 import numpy as np
@@ -55,6 +56,21 @@ def test_pareto_front_drops_dominated_keeps_ties_sorted_by_cost() -> None:
     assert list(front.index) == ["a", "b", "e", "g"]
     tied = pd.DataFrame({"cost": [1.0, 1.0, 2.0], "ppl_after": [10.0, 10.0, 10.0]})
     assert list(frontier.pareto_front(tied, "cost").index) == [0, 1]
+
+
+def test_pareto_front_of_a_task_accuracy_keeps_the_most_accurate() -> None:
+    df = pd.DataFrame({"cost": [1.0, 2.0, 3.0, 4.0], "task:qa": [0.4, 0.3, 0.7, 0.7]})
+    # Higher is better: b is dearer and less accurate than a; d only ties c at a higher cost.
+    assert frontier.higher_is_better("task:qa") and not frontier.higher_is_better("ppl_after")
+    assert list(frontier.pareto_front(df, "cost", "task:qa").index) == [0, 2]
+
+
+def test_config_table_carries_each_tasks_score_from_its_domain() -> None:
+    rows = table(run("slm", domain="legal", ppl_after=20.0, **{"task:qa": 0.6}),
+                 run("slm", domain="news", ppl_after=30.0, **{"task:qa": np.nan}))
+    (config,) = frontier.config_table(rows).to_dict("records")
+    assert config["task:qa"] == pytest.approx(0.6)
+    assert config["ppl_after"] == pytest.approx(math.sqrt(20.0 * 30.0))
 
 
 def test_pareto_front_per_group() -> None:

@@ -155,10 +155,21 @@ def drawn_in(colours: set[tuple[int, int, int]], strategy: str) -> bool:
     return False
 
 
+# A legal task that disagrees with perplexity: slm-pn is the most accurate, slm-is has the
+# lowest perplexity.
+ACCURACY = {"slm": 0.5, "slm-nopt": 0.1, "llm": 0.9, "slm-is": 0.4, "slm-mix": 0.6,
+            "slm-pn": 0.8, "slm-hn": 0.55, "slm-d": 0.45}
+
+
+def with_task(df: pd.DataFrame) -> pd.DataFrame:
+    return df.assign(**{"task:qa": [ACCURACY[s] if d == "legal" else math.nan
+                                    for s, d in zip(df["strategy"], df["domain"])]})
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
-    df = results_table()
+    df = with_task(results_table())
     html_path, md_path = write_report(df, out, command="specplan sweep x.toml")
     return df, html_path, md_path
 
@@ -168,12 +179,14 @@ def test_report_page_embeds_pngs_that_draw_every_series(report):
     page = html_path.read_text()
     figures = FIGURE.findall(page)
     assert [kind for kind, _, _ in figures] == ["pretrain", "spec", "frontier", "frontier",
+                                                "task-frontier", "task-frontier",
                                                 "total-cost", "winner-map"]
     everyone = set(PPL[8_000])
     # The frontier, total cost and winner map are decisions under the inference budget: they
     # leave out the large model, which breaks it; the perplexity curves show it for reference.
     expected = {"pretrain": everyone, "spec": everyone, "frontier": everyone - {"llm"},
-                "total-cost": everyone - {"llm"}, "winner-map": {"slm-is", "slm-pn"}}
+                "task-frontier": everyone - {"llm"}, "total-cost": everyone - {"llm"},
+                "winner-map": {"slm-is", "slm-pn"}}
     for kind, series, data in figures:
         png = base64.b64decode(data, validate=True)
         assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
@@ -193,7 +206,8 @@ def test_report_page_is_self_contained_and_complete(report):
     assert not re.search(r'(src|href)="(?!data:)', page)
     assert "<script" not in page and "<link" not in page
     for heading in ("Perplexity at fixed pretraining cost", "Total cost for N domains",
-                    "Pareto frontier", "Recommendation per budget regime",
+                    "Pareto frontier", "Pareto frontier, task qa",
+                    "Recommendation per budget regime",
                     "The study&#x27;s conclusions"):
         assert heading in page
     assert "A100-h" in page and "specplan sweep x.toml" in page
@@ -205,12 +219,28 @@ def test_markdown_references_images_beside_it(report):
     _, _, md_path = report
     text = md_path.read_text()
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert len(images) == 6
+    assert len(images) == 8
     for name in images:
         path = md_path.parent / name
         assert path.exists() and path.read_bytes().startswith(b"\x89PNG")
         assert path.with_suffix(".svg").exists()
     assert "| slm-pn |" in text and "fine-tuned on 8k" in text
+    task_section = text.split("## Pareto frontier, task qa")[1].split("## ")[0]
+    assert "| slm-pn |" in task_section and "0.800" in task_section
+
+
+def test_task_frontier_follows_the_task_on_an_accuracy_axis():
+    figures = [f for f in build_figures(with_task(results_table(strategies=("slm", "slm-is",
+                                                                        "slm-pn"))))
+               if f.kind == "task-frontier"]
+    assert [f.name for f in figures] == ["task-frontier-qa-8k", "task-frontier-qa-64k"]
+    ax = figures[-1].figure.axes[0]
+    assert ax.get_ylabel() == "qa task accuracy (higher is better)"
+    assert ax.get_ylim() == (0.0, 1.0)
+    front = next(line for line in ax.get_lines() if line.get_label() == "Pareto front")
+    assert max(front.get_ydata()) == pytest.approx(ACCURACY["slm-pn"])
+    with pytest.raises(SpecplanError, match="no task:NAME column"):
+        make_figure(results_table(strategies=("slm",)), "task-frontier")
 
 
 def test_figures_the_data_cannot_draw_are_skipped_with_a_note(tmp_path):
@@ -236,3 +266,4 @@ def test_chosen_config_is_highlighted(tmp_path):
     assert "chosen: slm" in texts
     with pytest.raises(SpecplanError, match="not a point"):
         build_figures(df, chosen="no-such-point")
+
