@@ -51,12 +51,13 @@ from planner.core.errors import SpecplanError
               help="A task file of a --domain, scored in every trial and on the chosen model "
                    "(plan.json 'tasks'); repeatable.")
 @click.option("--objective", default="ppl", show_default=True, metavar="ppl|task[:NAME]",
-              help="Rank trials by validation perplexity, or by a task's accuracy (NAME: the "
-                   "task file's stem; 'task' alone when one task is given). Implies "
-                   "--exhaustive.")
+              help="Choose by validation perplexity, or by a task's accuracy (NAME: the "
+                   "task file's stem; 'task' alone when one task is given). An early plan "
+                   "forecasts the accuracy from perplexity through a line fitted on its proxy "
+                   "runs; an exhaustive one measures it in every trial.")
 @click.option("--min-task", "min_task", multiple=True, metavar="[NAME=]ACCURACY",
-              help="A trial is feasible only if it reaches this accuracy on the task (0..1); "
-                   "repeatable. Implies --exhaustive.")
+              help="Admit only strategies (early: by median forecast) or trials (exhaustive) "
+                   "that reach this accuracy on the task (0..1); repeatable.")
 @click.option("--out", required=True, help="Output folder: plan.json, trials.csv, model/.")
 @click.pass_obj
 def plan(obj: Ctx, domains_count, strategies, exhaustive, planning_budget, trials, frontier,
@@ -95,12 +96,10 @@ def plan(obj: Ctx, domains_count, strategies, exhaustive, planning_budget, trial
                                 f"yet; strategies that do: {', '.join(takers)}")
     tasks = parse_tasks(tasks)
     objective, min_task = parse_objective(objective, min_task, tasks)
-    exhaustive = (exhaustive or trials is not None or frontier or bool(run_args.base)
-                  or objective != "ppl" or bool(min_task))
+    exhaustive = exhaustive or trials is not None or frontier or bool(run_args.base)
     if planning_budget and exhaustive:
         raise SpecplanError("--planning-budget is what an early plan's proxy runs may cost; "
-                            "leave it out with --exhaustive, --trials, --frontier, --base, "
-                            "--objective task or --min-task")
+                            "leave it out with --exhaustive, --trials, --frontier or --base")
     if run_args.base and sizes:
         raise SpecplanError("--sizes: the deployed model is the --base checkpoint; leave "
                             "--sizes out")

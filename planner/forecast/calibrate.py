@@ -176,6 +176,7 @@ def calibrate(
     n_boot: int = 30,
     hours: HardwareProfile | None = None,
     log: Callable[[str], None] | None = None,
+    tasks: dict | None = None,
 ) -> CalibrationResult:
     """Run the cheapest informative ladder of proxy runs, then forecast at ``budgets``.
 
@@ -224,6 +225,9 @@ def calibrate(
         run: training settings of the proxy runs (``large`` is set per rung).
         max_extrapolation, n_boot, hours: passed to :func:`forecast` at the end.
         log: called with one line per chosen run (progress on stderr in the CLI).
+        tasks: task name -> (domain, task), scored by every proxy run (``task:NAME`` columns),
+            so that a plan can map perplexity to them
+            (:func:`planner.forecast.task_curve.fit_task_curve`).
 
     Raises:
         SpecplanError: on bad arguments, or when the final forecast refuses (the runs are
@@ -241,6 +245,7 @@ def calibrate(
     ladder = _ladder(inputs, budgets, names, run, cache_dir, max_extrapolation, n_boot,
                      read_results(results_path) if results_path.is_file() else pd.DataFrame(),
                      sizes, ladder_ratio, rungs, min_steps)
+    ladder.tasks = tasks or {}
     if not ladder.candidates:
         raise SpecplanError(
             f"calibrate: no proxy run of {', '.join(names)} fits below the target budgets (each "
@@ -337,6 +342,7 @@ class Ladder:
     spent: float = 0.0
     done: set = field(default_factory=set)
     clusterings: dict = field(default_factory=dict)  # one clustering per k for the ladder
+    tasks: dict = field(default_factory=dict)  # scored by every run
 
     @property
     def n_domains(self) -> int:
@@ -466,7 +472,7 @@ class Ladder:
         paid = self.pretraining_paid(rung)
         try:
             report = run_strategy(rung.strategy, self.strategy_of[rung.strategy].settings(), ws,
-                                  self.inputs.domains)
+                                  self.inputs.domains, tasks=self.tasks)
         except SpecplanError as err:
             record.status = f"failed: {err}"
             return

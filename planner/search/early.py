@@ -23,8 +23,6 @@ import math
 import shutil
 import time
 from pathlib import Path
-from statistics import NormalDist
-
 import numpy as np
 
 from planner.core.errors import Interrupted, SpecplanError
@@ -39,6 +37,7 @@ from planner.forecast.calibrate import (
     ladder_minimums,
 )
 from planner.forecast.forecast import forecast
+from planner.forecast.task_curve import fit_task_curve, forecast_task, log_ppl_draws
 from planner.run.config import make_workspace
 from planner.run.results import read_results
 from planner.run.runner import run_strategy
@@ -56,7 +55,7 @@ from planner.search.plan import (
     tasks_doc,
 )
 from planner.search.plan import plan as exhaustive_plan
-from planner.search.study import PlanSpec, load_plan_inputs, plan_tasks
+from planner.search.study import PlanSpec, load_plan_inputs, plan_tasks, task_halves
 from strategies import get_strategy
 
 log = logging.getLogger("specplan")
@@ -80,9 +79,10 @@ def plan_early(spec: PlanSpec, out_dir: str | Path, *, planning_flops: float | N
     ``planning_flops``, when fewer than two strategies fit (the budgets leave too little room
     below them for a ladder, as on the CPU demo), the plan is exhaustive
     (:func:`planner.search.plan.plan` with ``exhaustive_options``) and says why; so is a plan
-    ``spec.tasks`` are scored on the chosen model; a plan that chooses by a task
-    (``spec.objective``, ``spec.min_task``) is refused, as forecasts map perplexity, not task
-    scores, yet (:func:`planner.search.plan.plan` searches by a task).
+    ``spec.tasks`` are scored by every proxy run and on the chosen model. A plan that chooses
+    by a task (``spec.objective``, ``spec.min_task``) maps each strategy's perplexity forecast to
+    the task through a line fitted on the proxy runs (:func:`forecast_tasks`), on the task's
+    selection half; the chosen model is scored on its report half.
 
     Args:
         spec: the plan (``trials`` is used only by the exhaustive fallback).
@@ -97,10 +97,6 @@ def plan_early(spec: PlanSpec, out_dir: str | Path, *, planning_flops: float | N
             minimum), one at least the project's cost (``--exhaustive`` is cheaper), or a
             forecast that refuses; proxy runs that finished are kept for the next try.
     """
-    if spec.chooses_by_task:
-        raise SpecplanError("an early plan cannot rank by a task or hold to a task minimum yet "
-                            "(its forecasts map perplexity, not task scores); plan exhaustively "
-                            "(--exhaustive)")
     budgets = spec.budgets()
     project = project_flops(budgets)
     planning = planning_flops if planning_flops is not None else DEFAULT_PLANNING_SHARE * project
@@ -155,17 +151,19 @@ def plan_early(spec: PlanSpec, out_dir: str | Path, *, planning_flops: float | N
         calibration = calibrate(  # an interrupt keeps the finished proxy runs, and says so
             inputs, budgets, planning_flops=planning, results_path=ladder_csv,
             cache_dir=cache_dir, strategies=names, run=spec.run,
-            max_extrapolation=max_extrapolation, n_boot=n_boot, hours=hours, log=log.info)
+            max_extrapolation=max_extrapolation, n_boot=n_boot, hours=hours, log=log.info,
+            tasks=task_halves(spec, tasks, "selection"))
         search_seconds = time.perf_counter() - started
         result = calibration.forecast
-        if result.recommendation is None:
-            raise SpecplanError(f"no strategy can be chosen: {result.reason} (the proxy runs "
-                                f"are kept in {ladder_csv}; re-run to reuse them)")
-        name = result.recommendation
-        chosen = result.get(name)
-        odds = chance_best(result.strategies, result.quantiles, seed=spec.run.seed)
         proxy_runs = read_results(ladder_csv)
-        flips = flip_budgets(proxy_runs, budgets, name, odds,
+
+        def pick_of(again):
+            return pick(spec, again, forecast_tasks(spec, tasks, proxy_runs, again), ladder_csv)
+
+        task_forecasts = forecast_tasks(spec, tasks, proxy_runs, result)
+        name, why, odds = pick(spec, result, task_forecasts, ladder_csv)
+        chosen = result.get(name)
+        flips = flip_budgets(proxy_runs, budgets, name, pick_of,
                              max_extrapolation=max_extrapolation, hours=hours,
                              seed=spec.run.seed)
     strategy = get_strategy(name)
@@ -173,6 +171,7 @@ def plan_early(spec: PlanSpec, out_dir: str | Path, *, planning_flops: float | N
                       inputs.generic.train.seq_len, strategy.deploys_large)
     log.info(f"chose {name} (forecast {chosen.ppl:.3g}, P(best) {odds.get(name, 1.0):.0%}): "
              f"building it at the full budget")
+    report_tasks = task_halves(spec, tasks, "report")
     if strategy.deploys_large:  # the forecast's size is the large model's
         ws = make_workspace(inputs, budgets, dataclasses.replace(spec.run, large=size),
                             cache_dir, small=spec.sizes[0])
@@ -183,12 +182,12 @@ def plan_early(spec: PlanSpec, out_dir: str | Path, *, planning_flops: float | N
         with untouched_on_error(out_dir):
             final = run_strategy(name, strategy.settings(), ws, inputs.domains,
                                  out_dir=out_dir / "model", evaluate_test=True,
-                                 tasks=tasks)
+                                 tasks=report_tasks)
             speed = measure_chosen(final, ws)
             final_seconds = time.perf_counter() - started
-            plan_doc = _plan_doc(spec, budgets, ws, name, size, calibration, odds, flips,
+            plan_doc = _plan_doc(spec, budgets, ws, name, size, calibration, odds, why, flips,
                                  final, speed, checks, proxy_runs, planning, search_seconds,
-                                 final_seconds, tasks_doc(final, spec, {}))
+                                 final_seconds, task_forecasts)
             plan_doc["planning"]["skipped"].update(too_dear)
             shutil.copyfile(ladder_csv, out_dir / "ladder.csv")
             write_json(out_dir / "plan.json", plan_doc)
@@ -210,9 +209,14 @@ def _exhaustive(spec, out_dir, inputs, checks, options: dict, why: str) -> PlanR
 
 
 def ladder_key(spec: PlanSpec) -> str:
-    """The plan's identity for its ladder: what it plans, not the planning budget (a larger one
-    extends the same ladder) nor how it runs."""
-    return content_hash(spec.study_name())
+    """The plan's identity for its ladder: what its proxy runs measure. Not the planning budget
+    (a larger one extends the same ladder), nor how it runs, nor the objective and task
+    minimums, which change only the choice; but the tasks they name, which the runs score on
+    their selection half."""
+    if not spec.chooses_by_task:
+        return content_hash(spec.study_name())
+    measured = dataclasses.replace(spec, objective="ppl", min_task={})
+    return content_hash(f"{measured.study_name()} halved:{sorted(spec.chooses_by_task)}")
 
 
 def default_strategies(names: list[str]) -> list[str]:
@@ -224,30 +228,22 @@ def default_strategies(names: list[str]) -> list[str]:
 
 def chance_best(items, quantiles=(0.1, 0.9), draws: int = 20_000, seed: int = 0
                 ) -> dict[str, float]:
-    """The probability that each forecast strategy has the lowest perplexity.
-
-    Each forecast is read as log-normal: median the point forecast, spread from its interval's
-    quantiles; strategies are drawn independently (their laws are fitted on separate runs).
-    Strategies over the inference budget, or without a forecast, are left out.
-    """
-    pool = [f for f in items if f.status == "forecast" and f.within_inference and f.ppl]
+    """The probability that each forecast strategy has the lowest perplexity, from draws of
+    each forecast (:func:`planner.forecast.task_curve.log_ppl_draws`). Strategies over the
+    inference budget, or without a forecast, are left out."""
+    pool, draw = log_ppl_draws(items, quantiles, draws, seed)
     if not pool:
         return {}
-    z = NormalDist().inv_cdf(quantiles[1]) - NormalDist().inv_cdf(quantiles[0])
-    mu = np.log([f.ppl for f in pool])
-    sigma = np.array([(math.log(f.ppl_hi / f.ppl_lo) / z)
-                      if f.ppl_lo and f.ppl_hi and math.isfinite(f.ppl_lo)
-                      and math.isfinite(f.ppl_hi) and f.ppl_lo > 0 else 0.0 for f in pool])
-    draw = mu + sigma * np.random.default_rng(seed).standard_normal((draws, len(pool)))
     wins = np.bincount(draw.argmin(axis=1), minlength=len(pool)) / draws
     return {f.strategy: float(w) for f, w in zip(pool, wins)}
 
 
-def flip_budgets(table, budgets, pick: str, odds: dict, *, max_extrapolation: float, hours,
+def flip_budgets(table, budgets, pick: str, pick_of, *, max_extrapolation: float, hours,
                  seed: int) -> list[dict]:
-    """The pick at multiples of each budget (pretraining, specialization), within the forecast's
-    extrapolation limit: where it changes, a change of budget changes the plan."""
-    names = list(odds) or [pick]
+    """The pick (``pick_of(forecast) -> (name, why, odds)``) at multiples of each budget
+    (pretraining, specialization), within the forecast's extrapolation limit: where it
+    changes, a change of budget changes the plan."""
+    names = sorted(set(table["strategy"]))
     out = []
     for axis, field_name in (("pretrain", "pretrain_flops"), ("spec", "spec_flops")):
         if getattr(budgets, field_name) <= 0:
@@ -259,11 +255,79 @@ def flip_budgets(table, budgets, pick: str, odds: dict, *, max_extrapolation: fl
                 again = forecast(table, moved, strategies=names,
                                  max_extrapolation=max_extrapolation, n_boot=10, hours=hours,
                                  seed=seed)
+                moved_pick = pick_of(again)[0]
             except SpecplanError:
-                continue  # beyond what the proxy runs can say
+                continue  # beyond what the proxy runs can say, or nothing admissible there
             out.append({"budget": axis, "factor": factor, "flops": getattr(moved, field_name),
-                        "pick": again.recommendation, "flips": again.recommendation != pick})
+                        "pick": moved_pick, "flips": moved_pick != pick})
     return out
+
+
+def forecast_tasks(spec: PlanSpec, tasks: dict, proxy_runs, result) -> dict:
+    """Each task's forecast accuracy per strategy (:func:`forecast_task`), read through a line
+    fitted on the proxy runs. A task that chooses must have one (else the error says what it
+    needs); another task is forecast where its line can be fitted."""
+    out = {}
+    for name in tasks:
+        try:
+            curve = fit_task_curve(proxy_runs, name)
+        except SpecplanError:
+            if name in spec.chooses_by_task:
+                raise
+            continue
+        out[name] = forecast_task(curve, result.strategies, result.quantiles, seed=spec.run.seed)
+    return out
+
+
+def pick(spec: PlanSpec, result, task_forecasts: dict, ladder_csv) -> tuple[str, str, dict]:
+    """The choice, why, and each strategy's probability of being the best by the objective.
+
+    By perplexity: the forecast's recommendation. With task minimums: only strategies whose
+    median forecast accuracy reaches every minimum. By a task: the highest median forecast
+    accuracy (ties to the lower perplexity).
+
+    Raises:
+        SpecplanError: no strategy can be chosen (the proxy runs are kept for a re-run).
+    """
+    if not spec.chooses_by_task:
+        if result.recommendation is None:
+            raise SpecplanError(f"no strategy can be chosen: {result.reason} (the proxy runs "
+                                f"are kept in {ladder_csv}; re-run to reuse them)")
+        return (result.recommendation, result.reason,
+                chance_best(result.strategies, result.quantiles, seed=spec.run.seed))
+    pool, _ = log_ppl_draws(result.strategies, result.quantiles, draws=1)
+    admitted = pool
+    for task, least in spec.min_task.items():
+        accuracy = task_forecasts[task].accuracy
+        reached = [f for f in admitted if accuracy[f.strategy] >= least]
+        if not reached:
+            best = max(pool, key=lambda f: accuracy[f.strategy], default=None)
+            seen = (f" (the best forecast is {best.strategy} at {accuracy[best.strategy]:.3f})"
+                    if best else "")
+            raise SpecplanError(
+                f"--min-task {task}={least:g}: no strategy's forecast reaches it{seen}; lower "
+                "it, raise the budgets, or plan with --exhaustive to measure instead of "
+                f"forecast (the proxy runs are kept in {ladder_csv})")
+        admitted = reached
+    minimums = (" whose forecast reaches " + ", ".join(
+        f"{t} >= {v:g}" for t, v in spec.min_task.items())) if spec.min_task else ""
+    task = spec.ranked_task
+    if task is None:
+        best = min(admitted, key=lambda f: f.ppl)
+        return (best.strategy, f"the lowest forecast perplexity ({best.ppl:.3g}) of "
+                f"{len(admitted)} strateg{'y' if len(admitted) == 1 else 'ies'}{minimums}",
+                chance_best(admitted, result.quantiles, seed=spec.run.seed))
+    forecast_of = task_forecasts[task]
+    best = max(admitted, key=lambda f: (forecast_of.accuracy[f.strategy], -f.ppl))
+    lo, hi = forecast_of.interval[best.strategy]
+    return (best.strategy, f"the highest forecast {task} accuracy "
+            f"({forecast_of.accuracy[best.strategy]:.3f}, {_span(result.quantiles)} interval "
+            f"[{lo:.3f}, {hi:.3f}]) of {len(admitted)} "
+            f"strateg{'y' if len(admitted) == 1 else 'ies'}{minimums}", forecast_of.p_best)
+
+
+def _span(quantiles) -> str:
+    return f"{quantiles[1] - quantiles[0]:.0%}"
 
 
 def build_size(params: float | None, budgets, spec: PlanSpec, vocab_size: int, seq_len: int,
@@ -280,13 +344,19 @@ def build_size(params: float | None, budgets, spec: PlanSpec, vocab_size: int, s
     return min(pool, key=lambda n: abs(math.log(pool[n].params_total / params)))
 
 
-def _plan_doc(spec, budgets, ws, name, size, calibration, odds, flips, final, speed, checks,
-              table, planning, search_seconds, final_seconds, tasks) -> dict:
+def _plan_doc(spec, budgets, ws, name, size, calibration, odds, why, flips, final, speed,
+              checks, table, planning, search_seconds, final_seconds, task_forecasts) -> dict:
     result = calibration.forecast
     chosen = result.get(name)
+    ranked = task_forecasts.get(spec.ranked_task)
     pool = sorted((f for f in result.strategies if f.strategy in odds),
-                  key=lambda f: f.ppl)
+                  key=(lambda f: -ranked.accuracy[f.strategy]) if ranked else (lambda f: f.ppl))
     runner_up = next((f for f in pool if f.strategy != name), None)
+    tasks = tasks_doc(final, spec, None)
+    for task, forecast_of in task_forecasts.items():  # the measured score beside its forecast
+        if name in forecast_of.accuracy:
+            tasks[task].update(forecast=forecast_of.accuracy[name],
+                               forecast_interval=list(forecast_of.interval[name]))
     ladder_flops = ladder_cost(table)
     project = project_flops(budgets)
     validation = {d.domain: d.ppl_after for d in final.domains}
@@ -307,12 +377,14 @@ def _plan_doc(spec, budgets, ws, name, size, calibration, odds, flips, final, sp
             "test_macro": macro_perplexity(d.ppl_test for d in final.domains),
         },
         "p_best": odds,
-        "why": result.reason,
+        "why": why,
         "runner_up": runner_up and {
             "strategy": runner_up.strategy, "forecast": runner_up.ppl,
-            "forecast_gap": runner_up.ppl / chosen.ppl - 1.0},
+            "forecast_gap": runner_up.ppl / chosen.ppl - 1.0,
+            **({"forecast_accuracy": ranked.accuracy[runner_up.strategy]} if ranked else {})},
         "flips": flips,
         "forecast": result.to_dict(),
+        "task_forecast": {task: f.to_dict() for task, f in task_forecasts.items()},
         "reference_guidance": guidance_doc(budgets, ws, name),
         "ledger": final.ledger().totals(),
         "inference_speed": speed,
@@ -338,9 +410,14 @@ def summary_text(doc: dict) -> str:
     forecast_doc = doc["forecast"]
     rows = []
     for item in forecast_doc["strategies"]:
+        by_task = {}
+        for task, f in doc["task_forecast"].items():
+            mine = f["strategies"].get(item["strategy"])
+            by_task[f"{task} acc"] = mine and mine["accuracy"]
+            by_task[f"{task} 80%"] = mine and "[{:.3f}, {:.3f}]".format(*mine["interval"])
         rows.append({" ": "*" if item["strategy"] == doc["strategy"] else "",
                      "strategy": item["strategy"],
-                     "forecast ppl": item["ppl"], "80% interval": _interval(item),
+                     "forecast ppl": item["ppl"], "80% interval": _interval(item), **by_task,
                      "P(best)": (f"{doc['p_best'][item['strategy']]:.0%}"
                                  if item["strategy"] in doc["p_best"] else ""),
                      "total FLOPs": item["total_flops"],
@@ -355,8 +432,12 @@ def summary_text(doc: dict) -> str:
     lines.append(f"why: {doc['why']}")
     if doc["runner_up"]:
         r = doc["runner_up"]
+        accuracy = (f", forecast accuracy {r['forecast_accuracy']:.3f}"
+                    if "forecast_accuracy" in r else "")
         lines.append(f"runner-up: {r['strategy']}, forecast {r['forecast']:.2f} "
-                     f"({r['forecast_gap']:+.1%})")
+                     f"({r['forecast_gap']:+.1%}){accuracy}")
+    for f in doc["task_forecast"].values():
+        lines.append(f"task curve: {f['curve']['text']}")
     flips = [f for f in doc["flips"] if f["flips"]]
     scanned = sorted({f"{f['budget']} x{f['factor']:g}" for f in doc["flips"]})
     if flips:

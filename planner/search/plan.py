@@ -320,16 +320,19 @@ def no_feasible_trial(study, finished, spec: PlanSpec, out_dir: Path) -> Specpla
                          f"{out_dir / 'trials.csv'} for why, and raise the budgets or --trials")
 
 
-def tasks_doc(report, spec: PlanSpec, selection: dict) -> dict:
-    """Each task's scores on the chosen model of its domain; a task that chose adds its score
-    on the selection half (``selection_accuracy``, what ranked the trials) beside the reported
-    one, measured on the other half."""
+def tasks_doc(report, spec: PlanSpec, selection: dict | None) -> dict:
+    """Each task's scores on the chosen model of its domain. A task that chose was scored on
+    its report half; an exhaustive plan adds the chosen trial's score on the selection half
+    (``selection_accuracy``, what ranked the trials); an early plan (``selection`` None) adds
+    the forecast instead."""
     out = {}
     for d in report.domains:
         for name, scores in d.tasks.items():
             out[name] = {"domain": d.domain, **scores}
             if name in spec.chooses_by_task:
-                out[name].update(half="report", selection_accuracy=selection.get(name))
+                out[name]["half"] = "report"
+                if selection is not None:
+                    out[name]["selection_accuracy"] = selection.get(name)
     return out
 
 
@@ -396,12 +399,19 @@ def task_lines(plan_doc: dict) -> list[str]:
     lines = []
     rank_by = plan_doc.get("objective", {}).get("rank_by", "ppl")
     if rank_by != "ppl":
-        lines.append(f"ranked by: {rank_by} accuracy (ties by validation perplexity)")
+        lines.append(f"ranked by: {rank_by} accuracy (ties by perplexity)")
     for name, r in plan_doc.get("tasks", {}).items():
         least = plan_doc.get("objective", {}).get("min_task", {}).get(name)
-        held = (f" on its report half (selection half {r['selection_accuracy']:.3f}"
-                f"{f', at least {least:g} required' if least is not None else ''})"
-                if "selection_accuracy" in r else "")
+        required = f", at least {least:g} required" if least is not None else ""
+        held = ""
+        if "selection_accuracy" in r:
+            held = f" on its report half (selection half {r['selection_accuracy']:.3f}{required})"
+        elif "forecast" in r:
+            lo, hi = r["forecast_interval"]
+            held = (f" (forecast {r['forecast']:.3f}, interval [{lo:.3f}, {hi:.3f}]"
+                    f"{required})")
+            if r.get("half") == "report":
+                held = f" on its report half{held}"
         lines.append(f"task {name} ({r['domain']}, {r['items']} items): accuracy "
                      f"{r['accuracy']:.3f}{held}")
     return lines

@@ -268,9 +268,13 @@ def test_progress_starts_at_once_and_json_stays_clean(work, tmp_path, monkeypatc
 
 # -- interrupts ---------------------------------------------------------------------------------
 def cli(*args, cache):
+    """``specplan ARGS`` as a child process that a SIGINT interrupts. A suite started in the
+    background by a non-interactive shell (``make test &``) inherits SIGINT ignored, and Python
+    keeps an ignored SIGINT ignored: the child gets the default back, as at a terminal."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "planner.cli", "--cache", str(cache), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def trials_of(out):
@@ -311,18 +315,21 @@ def test_interrupt_stops_cleanly_and_the_rerun_retries_the_trial(sig, corpus_dir
     assert last.startswith("interrupted: ") and "re-run the same command" in last
     before = {t.number: t.value for t in trials_of(out) if t.state.name == "COMPLETE"}
     interrupted = [t for t in trials_of(out) if t.user_attrs.get("failure") == "interrupted"]
-    assert len(interrupted) == 1 and not (out / "plan.json").exists()
+    # A one-second trial can finish between the poll and the signal, which then lands while
+    # the next one is sampled: no trial is interrupted then, and none is retried.
+    assert len(interrupted) <= 1 and not (out / "plan.json").exists()
     rerun = cli(*args, cache=cache)
     _, stderr = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, stderr[-2000:]
     trials = trials_of(out)
     after = {t.number: t.value for t in trials if t.state.name == "COMPLETE"}
     assert all(after[n] == v for n, v in before.items())  # kept, not run again
-    retries = [t for t in trials if t.user_attrs.get("retry_of") == interrupted[0].number]
-    # The retry starts from what the interrupted trial had sampled (all of it, or only the
-    # strategy when the signal landed while it was still sampling).
-    assert len(retries) == 1 and interrupted[0].params.items() <= retries[0].params.items()
-    assert retries[0].state.name in ("COMPLETE", "PRUNED")
+    for stopped in interrupted:
+        retries = [t for t in trials if t.user_attrs.get("retry_of") == stopped.number]
+        # The retry starts from what the interrupted trial had sampled (all of it, or only the
+        # strategy when the signal landed while it was still sampling).
+        assert len(retries) == 1 and stopped.params.items() <= retries[0].params.items()
+        assert retries[0].state.name in ("COMPLETE", "PRUNED")
     assert len([t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]) == 3
     assert (out / "plan.json").exists()
 

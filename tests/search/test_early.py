@@ -110,3 +110,56 @@ def test_without_room_for_a_ladder_the_plan_is_exhaustive_and_says_why(tiny_inpu
         "planning early cannot calibrate slm within 5e+09 FLOPs (50% of the project)")
     assert "not planned early: planning early cannot calibrate slm" in result.summary
     assert (tmp_path / "out" / "study.journal").is_file()
+
+
+def test_an_early_plan_chooses_by_a_forecast_task_accuracy(tiny_inputs, tmp_path, monkeypatch):
+    """The proxy runs score the task's selection half; a line maps the forecast perplexity to
+    it; the chosen model is scored on the report half beside its forecast. A minimum no
+    forecast reaches is one line, and the next plan reuses the same proxy runs."""
+    import pandas as pd
+
+    from planner.forecast import calibrate
+    from planner.engine.tasks import load_task, split_task
+    from tests.search.test_task_objective import law_task
+
+    inputs = two_domains(tiny_inputs)
+    unique = min(d.train.tokens for d in inputs.domains.values())
+    path = law_task(tmp_path)
+    budgets = dict(pretrain_flops=4e11, spec_flops=2e10, domains_count=2, domain_tokens=unique,
+                   strategies=["slm", "slm-nopt"], inference={"params": 200_000},
+                   tasks=[["law", str(path)]])
+    unreachable = spec_for(tmp_path / "cache", min_task={"law_mc": 0.999}, **budgets)
+    with pytest.raises(SpecplanError, match=r"--min-task law_mc=0.999: no strategy's forecast "
+                                            r"reaches it \(the best forecast is slm"):
+        early.plan_early(unreachable, tmp_path / "out", planning_flops=2e11, inputs=inputs,
+                         n_boot=N_BOOT)
+    assert not (tmp_path / "out").exists()
+    spec = spec_for(tmp_path / "cache", objective="task:law_mc", **budgets)
+    assert early.ladder_key(spec) == early.ladder_key(unreachable)
+    proxy_calls = []
+    real_run = calibrate.run_strategy
+    monkeypatch.setattr(calibrate, "run_strategy",
+                        lambda *a, **k: proxy_calls.append(a[0]) or real_run(*a, **k))
+    result = early.plan_early(spec, tmp_path / "out", planning_flops=2e11, inputs=inputs,
+                              n_boot=N_BOOT)
+    assert proxy_calls == []  # the ladder of the refused plan, reused
+    doc = result.plan
+    ladder = pd.read_csv(tmp_path / "out" / "ladder.csv")
+    select, report = split_task(load_task(path))
+    scored = ladder["task:law_mc"].dropna() * len(select.items)
+    assert len(scored) == ladder["run_id"].nunique() >= 3  # every proxy run, selection half
+    assert (scored - scored.round()).abs().max() < 1e-9
+    forecast = doc["task_forecast"]["law_mc"]
+    accuracy = {s: f["accuracy"] for s, f in forecast["strategies"].items()}
+    assert doc["strategy"] == max(accuracy, key=accuracy.get)
+    assert doc["p_best"] == {s: f["p_best"] for s, f in forecast["strategies"].items()}
+    assert forecast["curve"]["runs"] == len(scored)
+    qa = doc["tasks"]["law_mc"]
+    assert qa["half"] == "report" and qa["items"] == len(report.items)
+    assert qa["forecast"] == pytest.approx(accuracy[doc["strategy"]])
+    lo, hi = qa["forecast_interval"]
+    assert 0.0 <= lo <= qa["forecast"] <= hi <= 1.0
+    assert doc["objective"]["rank_by"] == "task:law_mc"
+    assert "highest forecast law_mc accuracy" in doc["why"]
+    assert "task curve: task law_mc: accuracy" in result.summary
+    assert "law_mc acc" in result.summary
