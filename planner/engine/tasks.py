@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from planner.core.errors import SpecplanError
+from planner.engine.harness import HARNESS_SUFFIXES, harness_task_name, score_harness
 
 FORMATS = {
     "multiple_choice": ("question", "choices", "answer"),
@@ -56,12 +57,15 @@ class Item:
 
 @dataclass(frozen=True)
 class Task:
-    """A validated task file: its name (the file stem), format and items."""
+    """A validated task file: its name (the file stem), format and items. A harness task
+    (format ``harness``, :mod:`planner.engine.harness`) has no items of its own: the harness
+    reads them, and ``harness`` is its name there."""
 
     name: str
     path: str
     format: str
     items: tuple[Item, ...]
+    harness: str = ""
 
 
 def _fail(where: str, problem: str, fix: str) -> SpecplanError:
@@ -113,6 +117,8 @@ def load_task(path: str | os.PathLike[str]) -> Task:
     source = Path(path)
     if not source.is_file():
         raise SpecplanError(f"{source}: no such task file; check the path after DOMAIN=")
+    if source.suffix in HARNESS_SUFFIXES:
+        return Task(source.stem, str(source), "harness", (), harness_task_name(source))
     try:
         lines = source.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as err:
@@ -144,6 +150,11 @@ def split_task(task: Task) -> tuple[Task, Task]:
     trials by a task ranks them on the first (``selection``) and reports the chosen model on
     the second (``report``), so the reported score never chose the model. The halves do not
     depend on the file's order, and an item keeps its half when others are added."""
+    if task.format == "harness":
+        raise _fail(task.path, "an lm-evaluation-harness task cannot be split into selection "
+                    "and report halves (the harness owns its items)", "use it to report only "
+                    "(leave it out of --objective and --min-task), or write it as JSONL")
+
     def first_half(item: Item) -> bool:
         text = json.dumps([item.context, item.continuations, item.answer])
         return hashlib.sha256(text.encode()).digest()[0] < 128
@@ -230,11 +241,13 @@ def score_task(model: torch.nn.Module, tokenizer: Any, task: Task, *,
     Returns:
         ``format``, ``items``, ``truncated`` and ``accuracy`` (for cloze, the exact match),
         plus ``normalized_accuracy`` and ``chance`` (multiple choice) or ``exact_match`` and
-        ``target_loglik`` (cloze).
+        ``target_loglik`` (cloze); a harness task's: :func:`planner.engine.harness.score_harness`.
 
     Raises:
         SpecplanError: a choice or target longer than the model's window.
     """
+    if task.format == "harness":
+        return score_harness(model, tokenizer, task, batch_size=batch_size)
     window = int(model.config.max_position_embeddings)
     rows, lengths, truncated = _rows(task, tokenizer, window)
     loglik, greedy = _score_rows(model, rows, lengths, batch_size)

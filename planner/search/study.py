@@ -449,6 +449,8 @@ def plan_tasks(spec: PlanSpec, inputs) -> dict:
         names = ", ".join(sorted(loaded)) or "none: add --task DOMAIN=PATH"
         raise SpecplanError(f"{how}: no task named {name!r} (tasks are named by file stem; "
                             f"given: {names})")
+    for name in sorted(spec.chooses_by_task):
+        split_task(loaded[name][1])  # a task that chooses must split in two halves
     return loaded
 
 

@@ -134,17 +134,37 @@ def test_eval_task_end_to_end(saved_model, corpus_dir, tmp_path, monkeypatch, ca
     ("law={tmp}/bad.jsonl", "bad.jsonl:2: answer 3 is out of range for 2 choices"),
     ("law", "--task 'law': write DOMAIN=PATH"),
     ("law={tmp}/missing.jsonl", "missing.jsonl: no such task file"),
+    ("law={tmp}/hub.yaml", "hub.yaml: harness task 'mmlu' reads dataset_path 'cais/mmlu' from "
+                           "the Hugging Face hub"),
 ])
 def test_eval_task_bad_input_is_one_line(task, fragment, saved_model, corpus_dir, tmp_path,
                                          monkeypatch, capsys):
     item = {"question": "q", "choices": ["a", "b"], "answer": 0}
     (tmp_path / "ok.jsonl").write_text(json.dumps(item) + "\n")
     (tmp_path / "bad.jsonl").write_text(json.dumps(item) + "\n" + json.dumps({**item, "answer": 3}))
+    (tmp_path / "hub.yaml").write_text("task: mmlu\ndataset_path: cais/mmlu\n")
     code, out, err = specplan(monkeypatch, capsys, "--cache", str(tmp_path / "c"), "eval",
                               str(saved_model), "--domain", str(corpus_dir / "law.jsonl"),
                               "--no-speed", "--task", task.format(tmp=tmp_path))
     assert code == 2 and out == "" and fragment in err and err.count("\n") == 1
     assert not (tmp_path / "c").exists()  # refused before any corpus is tokenized
+
+
+def test_eval_scores_a_harness_task_beside_a_jsonl_one(saved_model, corpus_dir, tmp_path,
+                                                       monkeypatch, capsys):
+    pytest.importorskip("lm_eval")
+    from tests.engine.test_harness import harness_task
+
+    path, jsonl = harness_task(tmp_path)
+    law = str(corpus_dir / "law.jsonl")
+    code, out, _ = specplan(monkeypatch, capsys, "--json", "--cache", str(tmp_path / "cache"),
+                            "eval", str(saved_model), "--domain", law, "--no-speed",
+                            "--task", f"law={path}", "--task", f"law={jsonl}")
+    tasks = json.loads(out)["tasks"]
+    assert code == 0 and set(tasks) == {"sounds_h", "sounds"}
+    assert tasks["sounds_h"]["format"] == "harness" and tasks["sounds_h"]["items"] == 24
+    assert 0.0 <= tasks["sounds_h"]["accuracy"] <= 1.0 and "acc_norm" in tasks["sounds_h"][
+        "harness"]
 
 
 def test_models_lists_presets_up_to_the_study_sizes_as_json():
