@@ -1,14 +1,26 @@
 """Training throughput: specplan's engine (``planner.engine.train.train``) against a Trainer.
 
-Both sides train the same thing, in one process, alternating run by run (engine, Trainer,
-engine, Trainer...) after one short warm-up run of each, so that noise from other processes on
-a shared machine falls on both; the medians over the repeats are reported, with the ratio
-engine / Trainer (the baseline is the Trainer).
+Two comparisons per preset (``--sizes``, default the small and the large one), each in one
+process, alternating run by run (engine, Trainer, engine, Trainer...) after one short warm-up run
+of each, so that noise from other processes on a shared machine falls on both; the medians over
+the repeats are reported, with the ratio engine / Trainer (the baseline is the Trainer):
+
+* **fp32 default**: each as a user runs it by default. The engine's ``precision="auto"``
+  measures on its first batch which precision and attention kernel run fastest at equal loss
+  (``planner.engine.speed``; bf16 autocast and the ``math`` attention kernel on an AVX-512-BF16
+  CPU); the Trainer trains in fp32 with PyTorch's default attention kernel.
+* **bf16**: both given bf16 autocast (the engine ``precision="bf16"``, still choosing its
+  attention kernel by the probe; the Trainer ``bf16=True``).
+
+The probe runs once per machine and shape, in the engine's warm-up run (a fresh probe cache in a
+temporary folder, so it is measured here, not read from an earlier run), and its seconds are
+printed. Loss: after each timed run, the trained model's mean loss on 64 held-out windows
+(fp32, outside the timed region); the two sides must agree within 1%.
 
 Same on both sides:
 
 * the model: ``planner.engine.models.model_shape(size, ...).build(seed)``, a ``LlamaForCausalLM``
-  built afresh with the same seed before every run (outside the timed region), fp32 on the CPU;
+  built afresh with the same seed before every run (outside the timed region), on the CPU;
 * the data: the same (n, seq_len) token windows (random ids, or the demo generic corpus with
   ``--demo``), shuffled by each side's own sampler, ``--batch-size`` windows per step, no
   gradient accumulation;
@@ -21,10 +33,11 @@ Same on both sides:
 
 What each timed region includes (wall clock around one call, model built beforehand):
 
-* engine: ``train(...)``: optimizer creation (``planner.engine.train.build_optimizer``), per step
-  the lr update, batch assembly by :class:`planner.engine.train.WindowSampler`, forward,
-  ``lm_loss``, backward, the running train loss, clipping, ``optimizer.step`` and ``zero_grad``; the
-  ledger charge at the end. No validation (``valid=None``), no checkpoints.
+* engine: ``train(...)``: the speed probe (warm-up run only: later runs read its cache),
+  optimizer creation (``planner.engine.train.build_optimizer``), per step the lr update, batch
+  assembly by :class:`planner.engine.train.WindowSampler`, forward, ``lm_loss``, backward, the
+  running train loss, clipping, ``optimizer.step`` and ``zero_grad``; the ledger charge at the
+  end. No validation (``valid=None``), no checkpoints.
 * Trainer: ``Trainer.train()``: optimizer (its default, ``adamw_torch_fused`` on torch >= 2.8)
   and scheduler creation, accelerate's preparation, the in-process DataLoader
   (``dataloader_num_workers=0``, ``default_data_collator`` stacking ``input_ids`` and
@@ -37,12 +50,13 @@ Two clocks per run: wall time (what a user waits) and this process's CPU time
 on a shared machine, and so compares the two sides' work more steadily there. With several
 torch threads, CPU time also counts OpenMP threads spinning at barriers.
 
-Run: ``.venv/bin/python benchmarks/train_throughput.py [--demo] [--json]``.
+Run: ``.venv/bin/python benchmarks/train_throughput.py [--sizes small,large] [--demo] [--json]``.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -56,37 +70,40 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from planner.core.cost import Ledger  # noqa: E402
 from planner.engine.models import SIZES, model_shape  # noqa: E402
-from planner.engine.train import TrainConfig, WindowSampler, train  # noqa: E402
+from planner.engine.train import TrainConfig, WindowSampler, evaluate_loss, train  # noqa: E402,E501
 
 
-def make_windows(args) -> tuple[torch.Tensor, int]:
-    """(windows, vocab_size): demo generic train windows, or random ids."""
+def make_windows(args) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(train windows, 64 held-out windows, vocab size): the demo generic corpus or random ids."""
     if args.demo:
         from planner.data.inputs import demo_inputs
 
         inputs = demo_inputs(args.cache, seq_len=args.seq_len, vocab_size=args.vocab)
-        ids = inputs.generic.train.ids.long()
-        return ids, len(inputs.tokenizer)
-    n = max(2048, 2 * args.batch_size * args.steps)
+        generic = inputs.generic
+        return generic.train.ids.long(), generic.valid.ids[:64].long(), len(inputs.tokenizer)
+    n = max(2048, 2 * args.batch_size * args.steps) + 64
     gen = torch.Generator().manual_seed(args.seed)
-    return torch.randint(0, args.vocab, (n, args.seq_len), generator=gen), args.vocab
+    ids = torch.randint(0, args.vocab, (n, args.seq_len), generator=gen)
+    return ids[:-64], ids[-64:], args.vocab
 
 
-def engine_cfg(args, steps: int) -> TrainConfig:
+def engine_cfg(args, steps: int, precision: str = "fp32") -> TrainConfig:
     return TrainConfig(
         batch_size=args.batch_size, max_steps=steps, warmup_steps=max(1, steps // 10),
-        schedule="cosine", precision="fp32", device="cpu", seed=args.seed,
+        schedule="cosine", precision=precision, device="cpu", seed=args.seed,
     )
 
 
-def run_engine(shape, windows, args, steps: int) -> tuple[float, float]:
-    cfg = engine_cfg(args, steps)
+def run_engine(shape, windows, args, steps: int, precision: str) -> tuple[float, float, object]:
+    cfg = engine_cfg(args, steps, precision)
     model = shape.build(seed=args.seed)
     source = WindowSampler(windows, cfg.batch_size, cfg.grad_accum, cfg.seed)
     t0, c0 = time.perf_counter(), time.process_time()
-    train(model, source, cfg, seq_len=args.seq_len,
-          flops_per_token=shape.train_flops_per_token(), ledger=Ledger(), phase="generic")
-    return time.perf_counter() - t0, time.process_time() - c0
+    result = train(model, source, cfg, seq_len=args.seq_len,
+                   flops_per_token=shape.train_flops_per_token(), ledger=Ledger(),
+                   phase="generic")
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return wall, cpu, (model, f"{result.precision}, {result.attention} attention")
 
 
 class Windows(torch.utils.data.Dataset):
@@ -100,7 +117,8 @@ class Windows(torch.utils.data.Dataset):
         return {"input_ids": self.ids[i], "labels": self.ids[i]}
 
 
-def run_trainer(shape, windows, args, steps: int, out_dir: str) -> tuple[float, float]:
+def run_trainer(shape, windows, args, steps: int, out_dir: str,
+                bf16: bool) -> tuple[float, float, object]:
     from transformers import Trainer, TrainingArguments
     from transformers.trainer_callback import PrinterCallback
 
@@ -126,6 +144,7 @@ def run_trainer(shape, windows, args, steps: int, out_dir: str) -> tuple[float, 
         dataloader_num_workers=0,
         dataloader_pin_memory=False,
         use_cpu=True,
+        bf16=bf16,
         seed=cfg.seed,
     )
     model = shape.build(seed=args.seed)
@@ -133,12 +152,55 @@ def run_trainer(shape, windows, args, steps: int, out_dir: str) -> tuple[float, 
     trainer.remove_callback(PrinterCallback)  # it prints the end-of-run metrics despite logging off
     t0, c0 = time.perf_counter(), time.process_time()
     trainer.train()
-    return time.perf_counter() - t0, time.process_time() - c0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return wall, cpu, (model, "bf16 autocast" if bf16 else "fp32")
+
+
+def compare(shape, windows, held_out, args, out_dir: str, bf16: bool) -> dict:
+    """Alternated timed runs of the engine and the Trainer; tokens/s, ratio, losses."""
+    tokens = args.steps * args.batch_size * args.seq_len
+    sides = {
+        "engine": lambda steps: run_engine(shape, windows, args, steps,
+                                           "bf16" if bf16 else "auto"),
+        "trainer": lambda steps: run_trainer(shape, windows, args, steps, out_dir, bf16),
+    }
+    threads = torch.get_num_threads()
+    runs: dict[str, list] = {"engine": [], "trainer": []}
+    for name, fn in sides.items():  # warm-up: allocator, thread pool, imports, the engine's probe
+        t0 = time.perf_counter()
+        fn(args.warmup_steps)
+        if name == "engine":
+            probe_s = time.perf_counter() - t0
+        assert torch.get_num_threads() == threads, f"{name} changed the thread count"
+    for _ in range(args.repeats):
+        for name, fn in sides.items():
+            runs[name].append(fn(args.steps))
+            assert torch.get_num_threads() == threads, f"{name} changed the thread count"
+
+    def clock(index: int) -> dict:
+        tps = {name: [tokens / r[index] for r in rs] for name, rs in runs.items()}
+        med = {name: statistics.median(v) for name, v in tps.items()}
+        return {"engine_tokens_per_s": med["engine"], "trainer_tokens_per_s": med["trainer"],
+                "ratio_engine_over_trainer": med["engine"] / med["trainer"],
+                "ratio_per_pair_median": statistics.median(
+                    e / t for e, t in zip(tps["engine"], tps["trainer"])),
+                "engine_runs": tps["engine"], "trainer_runs": tps["trainer"]}
+
+    loss = {name: statistics.median(evaluate_loss(r[2][0], held_out) for r in rs)
+            for name, rs in runs.items()}
+    return {
+        "engine_ran": runs["engine"][-1][2][1], "trainer_ran": runs["trainer"][-1][2][1],
+        "engine_warmup_with_probe_s": probe_s,
+        "engine_loss": loss["engine"], "trainer_loss": loss["trainer"],
+        "loss_gap": abs(loss["engine"] - loss["trainer"]) / loss["trainer"],
+        "wall": clock(0), "cpu_time": clock(1),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--size", default="small", choices=list(SIZES))
+    p.add_argument("--sizes", default="small,large",
+                   help=f"comma-separated presets, of {', '.join(SIZES)}")
     p.add_argument("--steps", type=int, default=30, help="optimizer steps per timed run")
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each side, alternated")
     p.add_argument("--warmup-steps", type=int, default=5, help="steps of the untimed warm-up runs")
@@ -154,6 +216,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--cache", default=".cache/specplan", help="cache folder for --demo")
     p.add_argument("--json", action="store_true", help="print one JSON object instead")
     args = p.parse_args(argv)
+    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    unknown = [s for s in sizes if s not in SIZES]
+    if unknown:
+        p.error(f"--sizes: unknown preset(s) {', '.join(unknown)}; use {', '.join(SIZES)}")
 
     warnings.filterwarnings("ignore")
     from transformers.utils import logging as hf_logging
@@ -161,67 +227,46 @@ def main(argv: list[str] | None = None) -> dict:
     hf_logging.set_verbosity_error()
     if args.threads:
         torch.set_num_threads(args.threads)
-    threads = torch.get_num_threads()
-    windows, vocab = make_windows(args)
-    shape = model_shape(args.size, vocab_size=vocab, seq_len=args.seq_len)
-    tokens = args.steps * args.batch_size * args.seq_len
-
-    times: dict[str, list[tuple[float, float]]] = {"engine": [], "trainer": []}
-    with tempfile.TemporaryDirectory() as out_dir:
-        sides = {
-            "engine": lambda steps: run_engine(shape, windows, args, steps),
-            "trainer": lambda steps: run_trainer(shape, windows, args, steps, out_dir),
-        }
-        for name, fn in sides.items():  # warm-up: allocator, thread pool, imports
-            fn(args.warmup_steps)
-            assert torch.get_num_threads() == threads, f"{name} changed the thread count"
-        for _ in range(args.repeats):
-            for name, fn in sides.items():
-                times[name].append(fn(args.steps))
-                assert torch.get_num_threads() == threads, f"{name} changed the thread count"
-
-    def summary(index: int) -> dict:
-        """Tokens/s per run by wall clock (index 0) or by this process's CPU time (1)."""
-        tps = {name: [tokens / t[index] for t in ts] for name, ts in times.items()}
-        med = {name: statistics.median(v) for name, v in tps.items()}
-        pairs = [e / t for e, t in zip(tps["engine"], tps["trainer"])]
-        return {
-            "engine_tokens_per_s": med["engine"], "trainer_tokens_per_s": med["trainer"],
-            "ratio_engine_over_trainer": med["engine"] / med["trainer"],
-            "ratio_per_pair_median": statistics.median(pairs),
-            "engine_runs": tps["engine"], "trainer_runs": tps["trainer"],
-        }
-
+    windows, held_out, vocab = make_windows(args)
     result = {
-        "model": f"{args.size}: {shape.describe()}",
         "data": "demo generic corpus" if args.demo else "random token windows",
         "batch_size": args.batch_size, "seq_len": args.seq_len, "steps": args.steps,
-        "repeats": args.repeats, "threads": threads, "precision": "fp32", "device": "cpu",
-        "torch": torch.__version__, "baseline": "transformers.Trainer",
-        "wall": summary(0), "cpu_time": summary(1),
+        "repeats": args.repeats, "threads": torch.get_num_threads(), "device": "cpu",
+        "torch": torch.__version__, "baseline": "transformers.Trainer", "presets": {},
     }
+    with tempfile.TemporaryDirectory() as out_dir:
+        os.environ["SPECPLAN_PROBE_CACHE"] = str(Path(out_dir) / "step-probes.json")
+        for size in sizes:
+            shape = model_shape(size, vocab_size=vocab, seq_len=args.seq_len)
+            result["presets"][size] = {"model": shape.describe(), **{
+                label: compare(shape, windows, held_out, args, out_dir, bf16)
+                for label, bf16 in (("fp32 default", False), ("bf16", True))}}
     if args.json:
         print(json.dumps(result, indent=2))
         return result
     import transformers
 
-    print(f"model     {result['model']}")
-    print(f"data      {result['data']}, batch {args.batch_size} x {args.seq_len} tokens, fp32 on "
-          f"CPU, {threads} torch thread(s), torch {torch.__version__}, "
+    print(f"data      {result['data']}, batch {args.batch_size} x {args.seq_len} tokens, CPU, "
+          f"{result['threads']} torch thread(s), torch {torch.__version__}, "
           f"transformers {transformers.__version__}")
     print(f"runs      {args.repeats} x {args.steps} steps per side, alternated, after a "
-          f"{args.warmup_steps}-step warm-up of each; medians")
-    for key, what in (("wall", "wall clock"), ("cpu_time", "process CPU time (robust to "
-                                                            "other load on the machine)")):
-        r = result[key]
-        print(f"-- tokens/s by {what}")
-        for name, label in (("engine", "engine  (planner.engine.train.train)"),
-                            ("trainer", "Trainer (transformers.Trainer)")):
-            runs = ", ".join(f"{x:.0f}" for x in r[f"{name}_runs"])
-            print(f"   {label:32s} {r[f'{name}_tokens_per_s']:8.0f} tokens/s   (runs: {runs})")
-        print(f"   ratio engine / Trainer (baseline: transformers.Trainer): "
-              f"{r['ratio_engine_over_trainer']:.3f}x   "
-              f"(median of per-pair ratios: {r['ratio_per_pair_median']:.3f}x)")
+          f"{args.warmup_steps}-step warm-up of each; medians; tokens/s by wall clock "
+          "(by process CPU time in brackets)")
+    for size, preset in result["presets"].items():
+        print(f"-- {size}: {preset['model']}")
+        for label in ("fp32 default", "bf16"):
+            r, wall, cpu = preset[label], preset[label]["wall"], preset[label]["cpu_time"]
+            print(f"   {label}: engine ran {r['engine_ran']} (warm-up with its probe "
+                  f"{r['engine_warmup_with_probe_s']:.1f} s), Trainer ran {r['trainer_ran']}")
+            for name in ("engine", "trainer"):
+                print(f"     {name:8s} {wall[f'{name}_tokens_per_s']:8.0f} tokens/s "
+                      f"({cpu[f'{name}_tokens_per_s']:.0f})   "
+                      f"held-out loss {r[f'{name}_loss']:.4f}")
+            print(f"     loss gap {100 * r['loss_gap']:.2f}% (goal: under 1%)")
+            print(f"ratio engine / Trainer ({label}) {size}: "
+                  f"{wall['ratio_engine_over_trainer']:.3f}x   (CPU time: "
+                  f"{cpu['ratio_engine_over_trainer']:.3f}x; median of per-pair ratios "
+                  f"{wall['ratio_per_pair_median']:.3f}x)")
     return result
 
 

@@ -65,9 +65,11 @@ from planner.core.io import (
     writable_folder,
     write_json,
 )
+from planner.core.threads import cpu_threads
 from planner.core.units import format_count, parse_count
 from planner.engine.devices import parse_gpus, resolve_device
 from planner.engine.models import check_size
+from planner.engine.tracking import scope, tracking
 from planner.run.config import check_run_args, load_data, make_workspace
 from planner.run.results import (
     append_rows,
@@ -448,7 +450,8 @@ def run_point(ctx: SweepContext, point: Point) -> list[dict]:
     strategy = get_strategy(point.strategy)
     settings = strategy.settings(json.loads(point.settings))
     try:
-        report = run_strategy(point.strategy, settings, ws, domains, tasks=ctx.tasks)
+        with scope(point.key):
+            report = run_strategy(point.strategy, settings, ws, domains, tasks=ctx.tasks)
         rows = report.rows(budgets)
         for row, result in zip(rows, report.domains):
             row["notes"] = json.dumps(result.notes, sort_keys=True, default=str)
@@ -527,7 +530,7 @@ def run_sweep(
             write_results(out_dir, existing)
     try:
         if workers == 1 and not devices:
-            with _threads(config.threads):
+            with _threads(config.threads), tracking(config.run.tracker):
                 _work(ctx, out_dir, progress)
         else:
             _spawn_workers(config, out_dir, cache_dir, workers, devices, progress)
@@ -590,7 +593,7 @@ def _spawn_workers(config: SweepConfig, out_dir: Path, cache_dir: Path, workers:
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
-    threads = config.threads or max(1, (os.cpu_count() or 1) // workers)
+    threads = config.threads or max(1, cpu_threads() // workers)
     procs = []
     for i in range(workers):
         gpu = devices[i % len(devices)] if devices else None
@@ -623,7 +626,8 @@ def _worker_main(config: SweepConfig, out_dir: str, cache_dir: str, gpu: str | N
 
     torch.set_num_threads(threads)
     try:
-        _work(load_context(config, Path(cache_dir)), Path(out_dir), progress)
+        with tracking(config.run.tracker):
+            _work(load_context(config, Path(cache_dir)), Path(out_dir), progress)
     except KeyboardInterrupt:  # the parent says what is kept; no traceback per worker
         sys.exit(130)
 

@@ -5,12 +5,24 @@ importance weights and specialization have something real to find, in millisecon
 """
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
 import torch
 
-torch.set_num_threads(1)  # tiny models: one thread is faster and avoids oversubscription
+# Tiny models: one thread is faster and avoids oversubscription; OMP_NUM_THREADS tells the engine
+# (planner.core.threads.cpu_threads) and the CLI subprocesses the same.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def probe_cache(tmp_path_factory):
+    """Speed probes (planner.engine.speed) cached in the session's folder, never in ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SPECPLAN_PROBE_CACHE", str(tmp_path_factory.mktemp("probes") / "p.json"))
+        yield
 
 WORDS = {
     "law": "court shall licence party agreement liability warranty clause hereby statute".split(),

@@ -12,6 +12,7 @@ does so): ``specplan --help`` then starts without loading torch, which takes sec
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -21,6 +22,7 @@ import click
 from planner.cli import data, experiments, forecast, models, plan, run, strategies, train
 from planner.cli._shared import DEFAULT_CACHE, Ctx
 from planner.core.errors import Interrupted, SpecplanError
+from planner.core.threads import cpu_threads
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -59,6 +61,9 @@ def main() -> None:
     """Console entry point: user errors become one line on stderr and exit status 2."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
+    # torch reads it when first imported: one thread per physical core, not per logical CPU
+    # or per host CPU a container cannot use (an explicit OMP_NUM_THREADS wins).
+    os.environ.setdefault("OMP_NUM_THREADS", str(cpu_threads()))
     log = logging.getLogger("specplan")
     if not any(isinstance(h, _Progress) for h in log.handlers):
         log.addHandler(_Progress())

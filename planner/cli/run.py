@@ -44,6 +44,7 @@ def run(obj: Ctx, strategy, overrides, small, tasks, out, **options) -> None:
     from planner.core.errors import SpecplanError
     from planner.core.io import writable_folder
     from planner.engine.models import check_size
+    from planner.engine.tracking import tracking
     from planner.run.config import check_run_args, load_data, make_workspace
     from planner.run.results import TASK_COLUMN
     from planner.run.runner import run_strategy, tasks_for
@@ -64,8 +65,9 @@ def run(obj: Ctx, strategy, overrides, small, tasks, out, **options) -> None:
     inputs = load_data(data, obj.cache, base=run_args.base, domain_tokens=budgets.domain_tokens)
     loaded = tasks_for(tasks, data.domains, list(inputs.domains))  # before any training
     ws = make_workspace(inputs, budgets, run_args, obj.cache, small=small)
-    report = run_strategy(strategy, settings, ws, inputs.domains,
-                          out_dir=Path(out) if out else None, tasks=loaded)
+    with tracking(run_args.tracker):
+        report = run_strategy(strategy, settings, ws, inputs.domains,
+                              out_dir=Path(out) if out else None, tasks=loaded)
     rows = report.rows(budgets)
     columns = ("domain", "ppl_before", "ppl_after", "generic_flops", "spec_flops",
                *(f"{TASK_COLUMN}{name}" for name in loaded))

@@ -35,7 +35,9 @@ from planner.core.text import ledger_text, table
 @click.option("--vocab-size", type=int, default=4096, show_default=True,
               help="BPE vocabulary trained on the corpus when pretraining.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda[:N], mps.")
-@click.option("--precision", default="auto", show_default=True, help="auto, bf16 or fp32.")
+@click.option("--precision", default="auto", show_default=True,
+              help="auto (CUDA: bf16; CPU: bf16 or fp32, whichever a probe measures faster at "
+                   "equal loss, cached per machine and shape), bf16 or fp32.")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the model.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--checkpoint-every", type=int, default=None, help="Steps between checkpoints.")

@@ -114,6 +114,8 @@ class RunArgs:
                                       "comparisons (default: 0, a sunk cost).")
     allow_pickle: bool = arg(False, "Load a --base whose weights are pickle files (.bin), which "
                                     "can run code.")
+    tracker: str | None = arg(None, "Log training curves and the ledger to tensorboard[:DIR] or "
+                                    "mlflow[:URI] (optional packages: specplan[track]).")
     checkpoint_every: int = arg(500, "Optimizer steps between checkpoints of a pretraining run "
                                      "(0: none); a killed trial resumes from its last one.",
                                 minimum=0)

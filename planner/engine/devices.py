@@ -52,7 +52,8 @@ def device_kind(device: torch.device) -> str:
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """bf16 on devices that run it fast; fp32 elsewhere (bf16 on CPU is slower, not faster)."""
+    """bf16 on CUDA devices that support it, or when asked on the CPU; fp32 elsewhere. A CPU
+    training run measures instead (:func:`planner.engine.speed.step_settings`)."""
     if precision == "fp32":
         return None
     if device.type == "cuda" and torch.cuda.is_bf16_supported():

@@ -20,12 +20,16 @@ fit the window is an error.
 Scoring is batched: every (context, continuation) pair becomes one row, rows are sorted by
 length and right-padded, and one forward pass per batch gives both the log-likelihoods and the
 greedy check (greedy decoding reproduces a continuation exactly when every continuation token is
-the argmax given the tokens before it, so no generation loop is needed).
+the argmax given the tokens before it, so no generation loop is needed). Only the positions from
+the batch's first continuation token on go through the vocabulary projection and softmax
+(``logits_to_keep``, where the model takes it): the contexts' logits are never read, and on a
+small model with a large vocabulary they were most of the work.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import os
 from dataclasses import dataclass
@@ -206,6 +210,7 @@ def _score_rows(model: torch.nn.Module, rows: list[list[int]], lengths: list[int
     """Each row's continuation log-likelihood (summed over its last ``lengths`` tokens) and
     whether greedy decoding reproduces it, one forward pass per batch of similar lengths."""
     device = next(model.parameters()).device
+    keeps = "logits_to_keep" in inspect.signature(model.forward).parameters
     was_training = model.training
     model.eval()
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
@@ -223,8 +228,13 @@ def _score_rows(model: torch.nn.Module, rows: list[list[int]], lengths: list[int
             attention[b, :n] = 1
             target[b, n - lengths[i]:n] = True
         ids, attention, target = ids.to(device), attention.to(device), target.to(device)
-        logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()
-        next_ids, scored = ids[:, 1:], target[:, 1:]
+        # Logits at position p predict token p + 1: only p >= (first continuation token) - 1 count.
+        first = min(len(rows[i]) - lengths[i] for i in chosen) - 1
+        positions = torch.arange(first, width - 1, device=device)
+        kept = {"logits_to_keep": positions} if keeps else {}
+        logits = model(input_ids=ids, attention_mask=attention, **kept).logits
+        logits = (logits if keeps else logits[:, positions]).float()
+        next_ids, scored = ids[:, first + 1:], target[:, first + 1:]
         logp = torch.log_softmax(logits, dim=-1).gather(-1, next_ids.unsqueeze(-1)).squeeze(-1)
         hit = logits.argmax(-1) == next_ids
         index = torch.tensor(chosen)

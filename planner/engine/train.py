@@ -25,7 +25,9 @@ import torch.nn.functional as F
 from planner.core.cost import Ledger
 from planner.core.errors import BudgetError, SpecplanError
 from planner.core.io import atomic_dir
-from planner.engine.devices import autocast_dtype, device_label, resolve_device
+from planner.engine.devices import device_label, resolve_device
+from planner.engine import tracking
+from planner.engine.speed import step_settings
 
 Batch = torch.Tensor | dict
 LossFn = Callable[[torch.nn.Module, Batch], torch.Tensor]
@@ -144,7 +146,7 @@ class TrainConfig:
     eval_every: int = 50
     eval_windows: int | None = 256
     early_stopping_patience: int | None = None
-    precision: str = "auto"  # auto | bf16 | fp32
+    precision: str = "auto"  # auto (measured per shape on CPU, planner.engine.speed) | bf16 | fp32
     compile: bool = False
     seed: int = 0
     device: str = "auto"
@@ -220,6 +222,8 @@ class TrainResult:
     best_val_loss: float | None
     best_step: int | None
     train_loss: float | None
+    precision: str = "fp32"  # what the run's passes ran in (planner.engine.speed)
+    attention: str = "default"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -367,10 +371,19 @@ def train(
         raise SpecplanError("early stopping needs validation windows")
     total_steps = cfg.resolve_steps(seq_len, flops_per_token)
     device = resolve_device(cfg.device)
-    dtype = autocast_dtype(cfg.precision, device)
     torch.manual_seed(cfg.seed)
     model.to(device)
     model.train()
+    t0 = time.perf_counter()  # the probe's seconds are the run's too
+    first = _to_device(_shard(source.batch(0, 0), rank, world), device)
+    rows = len(first["input_ids"] if isinstance(first, dict) else first)
+    settings = step_settings(model, first, loss_fn, device, cfg.precision,
+                             rows * seq_len * flops_per_token)
+    if distributed:  # every rank runs what rank 0 measured
+        chosen = [settings]
+        dist.broadcast_object_list(chosen, src=0)
+        settings = chosen[0]
+    dtype = settings.dtype
     optimizer = build_optimizer(model, cfg)
     step_model = model
     if distributed:
@@ -399,7 +412,7 @@ def train(
     valid_windows = valid[: cfg.eval_windows] if valid is not None and cfg.eval_windows else valid
     stopped, bad_evals, train_loss = "budget", 0, None
     progress = _progress(total_steps - start_step, label)
-    t0 = time.perf_counter()
+    tag = tracking.start_run(label) if rank == 0 else None
     step = start_step
     try:
         while step < total_steps:
@@ -411,7 +424,7 @@ def train(
                 batch = _to_device(_shard(source.batch(step, micro), rank, world), device)
                 sync = micro == cfg.grad_accum - 1 or not distributed
                 ctx = step_model.no_sync() if distributed and not sync else nullcontext()
-                with ctx, torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                with ctx, settings.apply(device):
                     loss = loss_fn(step_model, batch) / cfg.grad_accum
                 with ctx:
                     loss.backward()
@@ -424,10 +437,15 @@ def train(
             step += 1
             progress.update()
             last = step == total_steps
+            if tag and (step % tracking.LOG_EVERY == 0 or last):
+                tracking.log(tag, {"train_loss": running.item(), "lr": lr, "tokens_per_s": (
+                    step - start_step) * tokens_per_step / (time.perf_counter() - t0)}, step)
             evaluating = valid_windows is not None and (step % cfg.eval_every == 0 or last)
             if evaluating:
-                val = evaluate_loss(model, valid_windows, loss_fn=evaluate, dtype=dtype)
+                with settings.apply(device):
+                    val = evaluate_loss(model, valid_windows, loss_fn=evaluate, dtype=dtype)
                 history.append({"step": step, "tokens": step * tokens_per_step, "val_loss": val})
+                tracking.log(tag, {"val_loss": val}, step)
                 if val < best[0]:
                     best = (val, step, _snapshot(model) if cfg.early_stopping_patience else None)
                     bad_evals = 0
@@ -467,6 +485,8 @@ def train(
                 flops=steps_run * tokens_per_step * flops_per_token, seconds=seconds,
                 device=device_label(device) + (f" x{world}" if world > 1 else ""),
             )
+        if tag:
+            tracking.log_ledger(ledger)
     if best[2] is not None and best[1] != step:
         model.load_state_dict(best[2])  # fine-tuning keeps its best validation weights
     return TrainResult(
@@ -474,6 +494,7 @@ def train(
         seconds=seconds, stopped=stopped, history=history,
         best_val_loss=best[0] if best[1] is not None else None, best_step=best[1],
         train_loss=None if train_loss is None else train_loss.item(),
+        precision=settings.precision, attention=settings.attention,
     )
 
 

@@ -17,6 +17,7 @@ from planner.data.clustering import get_embedder
 from planner.data.inputs import Inputs, demo_inputs, load_inputs
 from planner.engine.checkpoints import open_checkpoint
 from planner.engine.models import check_size
+from planner.engine.tracking import check_tracker
 from planner.engine.train import TrainConfig
 from strategies.workspace import Workspace
 
@@ -44,6 +45,11 @@ def check_run_args(run: RunArgs, seq_len: int | None = None) -> None:
         get_embedder(run.embedder)
     except SpecplanError as err:
         raise ConfigError("embedder", str(err)) from None
+    if run.tracker:
+        try:
+            check_tracker(run.tracker)
+        except SpecplanError as err:
+            raise ConfigError("tracker", str(err).split(": ", 1)[1]) from None
     if seq_len is not None:
         train_template(run, seq_len)
 

@@ -30,6 +30,7 @@ from planner.core.io import content_hash, untouched_on_error, writable_folder, w
 from planner.core.text import table
 from planner.engine.evaluate import macro_perplexity
 from planner.engine.models import SIZES, model_shape
+from planner.engine.tracking import tracked
 from planner.forecast.calibrate import (
     CALIBRATION_STRATEGIES,
     calibrate,
@@ -67,6 +68,7 @@ DEFAULT_PLANNING_SHARE = 0.5
 _FLIP_FACTORS = (0.25, 0.5, 2.0, 4.0)  # budget multiples scanned for a change of pick
 
 
+@tracked
 def plan_early(spec: PlanSpec, out_dir: str | Path, *, planning_flops: float | None = None,
                inputs=None, max_extrapolation: float = 10.0, n_boot: int = 30,
                hours=None, early_strategies: list[str] | None = None,

@@ -43,6 +43,7 @@ from planner.search.study import (
     task_halves,
 )
 from planner.search.workers import run_gpu_workers
+from planner.engine.tracking import tracked
 from strategies import family_of, get_strategy
 
 log = logging.getLogger("specplan")
@@ -127,6 +128,7 @@ def feasibility_report(spec: PlanSpec, inputs, cache_dir: Path) -> list[dict]:
     return rows
 
 
+@tracked
 def plan(
     spec: PlanSpec, out_dir: str | Path, *, storage: str | None = None, gpus: str | None = None,
     gpus_per_trial: int = 1, inputs=None, checks: list[dict] | None = None,

@@ -35,6 +35,7 @@ from planner.core.budgets import Budgets, InferenceCap, total_cost
 from planner.core.errors import BudgetError, SpecplanError
 from planner.core.io import content_hash
 from planner.run.config import load_data, make_workspace
+from planner.engine import tracking
 from planner.engine.tasks import split_task
 from planner.run.runner import plan_check, run_strategy, tasks_for
 from strategies import get_strategy
@@ -101,7 +102,8 @@ class PlanSpec:
         keys = self.to_dict()
         for local in ("cache_dir", "trials"):
             keys.pop(local)
-        for how in ("device", "checkpoint_every", "micro_batch", "compile", "allow_pickle"):
+        for how in ("device", "checkpoint_every", "micro_batch", "compile", "allow_pickle",
+                    "tracker"):
             keys["run"].pop(how, None)  # how it runs, not what it searches
         for newer in ("batch_tokens", "base", "base_cost"):  # older studies keep their name
             if keys["run"].get(newer) is None:
@@ -305,7 +307,8 @@ class Objective:
         params = self.sample(trial)
         logging.getLogger("specplan").info(f"trial {trial.number} {params['strategy']} (size "
                                            f"{params['size']}): started")
-        return self.evaluate(trial, broadcast(params))
+        with tracking.scope(f"trial {trial.number}"):
+            return self.evaluate(trial, broadcast(params))
 
     def sample(self, trial) -> dict:
         name = trial.suggest_categorical("strategy", self.spec.strategies)

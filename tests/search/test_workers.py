@@ -117,6 +117,33 @@ def test_ddp_on_cpu_matches_one_process(tmp_path):
     assert two == pytest.approx(one, rel=1e-4)
 
 
+def test_two_node_torchrun_on_localhost_matches_one_process(tmp_path):
+    """Two "machines" (torchrun agents with --nnodes 2 and their own --node-rank, one process
+    each) rendezvous over TCP, as on two hosts, and follow the one-process loss curve."""
+    import json
+
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    single = subprocess.run([sys.executable, str(script)], cwd=root, capture_output=True,
+                            text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-2000:]
+    port = free_port()
+    nodes = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank",
+         str(rank), "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port",
+         str(port), str(script)],
+        cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    for node, (_, err) in zip(nodes, outputs):
+        assert node.returncode == 0, err[-2000:]
+    one = json.loads(single.stdout.strip().splitlines()[-1])
+    two = json.loads(outputs[0][0].strip().splitlines()[-1])  # node 0 holds global rank 0
+    assert outputs[1][0].strip() == ""  # node 1's rank printed nothing: it is rank 1
+    assert len(one) == len(two) == 3
+    assert two == pytest.approx(one, rel=1e-4)
+
+
 def test_multi_process_worker_runs_each_trial_as_one_ddp_job(corpus_dir, tmp_path):
     """`--gpus-per-trial 2` on CPU: torchrun starts two ranks; rank 0 drives the study."""
     import optuna
