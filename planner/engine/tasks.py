@@ -12,6 +12,13 @@ A task is a JSONL file, one item per line, in one of two formats (told apart by 
   reproduces the target's tokens; ``target_loglik``: the target's mean log-likelihood per token
   (nats), averaged over items.
 
+An optional first line sets the prompt: ``{"template": "Q: {question}\nA:", "examples": [item,
+...], "separator": "\n\n"}`` (any of the three). ``template`` is a Python format string over
+each item's fields (extra fields are allowed, e.g. ``{passage}``; default: the question or
+prompt alone); ``examples`` are few-shot items of the task's format, never scored, each written
+as its template and its answer (the right choice, or the target), joined by ``separator``
+before every item's own prompt.
+
 Every context starts with the tokenizer's eos token (documents are joined by eos in training,
 so it marks a document start). A context longer than the model's window is cut from the left
 (its oldest tokens go; ``truncated`` counts such items); a choice or target that alone does not
@@ -49,6 +56,18 @@ _HELP = ("write one JSON object per line: {\"question\": ..., \"choices\": [...]
          "INDEX} (multiple choice) or {\"prompt\": ..., \"target\": ...} (cloze)")
 
 
+_PROMPT_KEYS = {"template", "examples", "separator"}
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """How an item's fields become its context: a template, and few-shot examples before it."""
+
+    template: str | None = None
+    examples: tuple[dict, ...] = ()
+    separator: str = "\n\n"
+
+
 @dataclass(frozen=True)
 class Item:
     """One task item: a context and its candidate continuations (one for cloze)."""
@@ -84,15 +103,49 @@ def _text(record: dict, key: str, where: str) -> str:
     return value
 
 
-def _item(record: Any, fmt: str, where: str, line: int) -> Item:
+def _prompt(record: dict, where: str) -> Prompt:
+    """The prompt line, checked: a template string, a list of example objects, a separator."""
+    template, examples = record.get("template"), record.get("examples", [])
+    separator = record.get("separator", "\n\n")
+    if template is not None and (not isinstance(template, str) or not template.strip()):
+        raise _fail(where, f"'template' must be a non-blank string, got {template!r}",
+                    "write it as a format string such as \"Question: {question}\\nAnswer:\"")
+    if not isinstance(examples, list) or not all(isinstance(e, dict) for e in examples):
+        raise _fail(where, "'examples' must be a list of item objects",
+                    "give few-shot items in the task's own format")
+    if not isinstance(separator, str):
+        raise _fail(where, f"'separator' must be a string, got {separator!r}",
+                    "give the text between examples, e.g. \"\\n\\n\"")
+    return Prompt(template, tuple(examples), separator)
+
+
+def _render(record: dict, fmt: str, prompt: Prompt, where: str) -> str:
+    """An item's context without its examples: its template filled from its fields."""
+    if prompt.template is None:
+        return record[FORMATS[fmt][0]]
+    try:
+        return prompt.template.format_map(record)
+    except KeyError as err:
+        raise _fail(where, f"the template names field {err.args[0]!r}, which this item lacks",
+                    f"add {err.args[0]!r} to the item or change the template") from None
+    except (ValueError, IndexError, AttributeError) as err:
+        raise _fail(where, f"the template is not a valid format string ({err})",
+                    "name fields in braces, e.g. {question}; write {{ and }} for braces")
+
+
+def _item(record: Any, fmt: str, where: str, line: int, prompt: Prompt = Prompt(),
+          shots: str = "") -> Item:
+    """One validated item; its context is ``shots`` then its template filled from it."""
     if not isinstance(record, dict):
         raise _fail(where, f"a {type(record).__name__}, not a JSON object", _HELP)
     missing = [k for k in FORMATS[fmt] if k not in record]
     if missing:
         raise _fail(where, f"missing field {missing[0]!r} ({fmt} items need "
                     f"{', '.join(FORMATS[fmt])}, as the first item)", f"add {missing[0]!r}")
+    _text(record, FORMATS[fmt][0], where)
+    context = shots + _render(record, fmt, prompt, where)
     if fmt == "cloze":
-        return Item(line, _text(record, "prompt", where), (_text(record, "target", where),))
+        return Item(line, context, (_text(record, "target", where),))
     choices, answer = record["choices"], record["answer"]
     if not isinstance(choices, list) or len(choices) < 2:
         raise _fail(where, f"'choices' must be a list of at least 2 strings, got {choices!r}",
@@ -107,7 +160,16 @@ def _item(record: Any, fmt: str, where: str, line: int) -> Item:
     if not 0 <= answer < len(choices):
         raise _fail(where, f"answer {answer} is out of range for {len(choices)} choices",
                     f"give an index 0..{len(choices) - 1} (counted from 0)")
-    return Item(line, _text(record, "question", where), tuple(choices), answer)
+    return Item(line, context, tuple(choices), answer)
+
+
+def _shots(prompt: Prompt, fmt: str, where: str) -> str:
+    """The few-shot text before every item: each example's prompt and its answer."""
+    parts = []
+    for index, example in enumerate(prompt.examples):
+        shown = _item(example, fmt, f"{where}: examples[{index}]", 0, prompt)
+        parts.append(shown.context + shown.continuations[shown.answer] + prompt.separator)
+    return "".join(parts)
 
 
 def load_task(path: str | os.PathLike[str]) -> Task:
@@ -115,8 +177,9 @@ def load_task(path: str | os.PathLike[str]) -> Task:
 
     Raises:
         SpecplanError: a missing or blank file, a line that is not JSON, an unknown format, a
-            missing field, an empty choice or an answer out of range; the line names the file
-            and line number and says how to fix it.
+            missing field, an empty choice, an answer out of range, a template naming a field
+            an item lacks or a bad few-shot example; the line names the file and line number
+            and says how to fix it.
     """
     source = Path(path)
     if not source.is_file():
@@ -128,7 +191,7 @@ def load_task(path: str | os.PathLike[str]) -> Task:
     except UnicodeDecodeError as err:
         raise SpecplanError(f"{source}: not UTF-8 text ({err.reason} at byte {err.start}); "
                             f"save the task file as UTF-8 JSONL") from None
-    fmt, items = None, []
+    fmt, items, prompt, shots, prompt_line = None, [], Prompt(), "", 0
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
@@ -139,11 +202,15 @@ def load_task(path: str | os.PathLike[str]) -> Task:
             raise _fail(where, f"not valid JSON ({err.msg})", _HELP) from None
         if fmt is None:
             keys = record.keys() if isinstance(record, dict) else ()
+            if not items and not prompt_line and keys and set(keys) <= _PROMPT_KEYS:
+                prompt, prompt_line = _prompt(record, where), number
+                continue
             fmt = ("multiple_choice" if "choices" in keys else "cloze" if "prompt" in keys
                    else None)
             if fmt is None:
                 raise _fail(where, f"unknown task format (keys {sorted(keys)})", _HELP)
-        items.append(_item(record, fmt, where, number))
+            shots = _shots(prompt, fmt, f"{source}:{prompt_line}")
+        items.append(_item(record, fmt, where, number, prompt, shots))
     if not items:
         raise _fail(str(source), "blank task file, no items", _HELP)
     return Task(source.stem, str(source), fmt, tuple(items))

@@ -107,6 +107,26 @@ def test_long_context_is_cut_from_the_left_long_target_refused(models, tmp_path)
         score_task(trained, tokenizer, task)
 
 
+def test_a_prompt_line_writes_a_template_and_few_shot_examples_before_each_item(models,
+                                                                                 tmp_path):
+    """The prompt line's contexts score exactly as the same contexts written out by hand."""
+    tokenizer, trained, _ = models
+    items = [{**item, "animal": item["question"].split()[1]} for item in choice_items(2)]
+    shots = [items.pop(), items.pop()]
+    prompt = {"template": "Q: what does the {animal} say?\nA:", "examples": shots,
+              "separator": "\n"}
+    task = load_task(write_lines(tmp_path / "shots.jsonl", [prompt, *items]))
+    first = items[0]["animal"]
+    written = "".join(f"Q: what does the {s['animal']} say?\nA:{s['choices'][s['answer']]}\n"
+                      for s in shots) + f"Q: what does the {first} say?\nA:"
+    assert task.items[0].context == written and task.items[0].line == 2
+    assert len(task.items) == 22  # the examples are never scored
+    plain = load_task(write_lines(tmp_path / "plain.jsonl", [
+        {"question": item.context, "choices": list(item.continuations), "answer": item.answer}
+        for item in task.items]))
+    assert score_task(trained, tokenizer, task) == score_task(trained, tokenizer, plain)
+
+
 MC = {"question": "q", "choices": ["a", "b"], "answer": 0}
 
 
@@ -123,6 +143,13 @@ MC = {"question": "q", "choices": ["a", "b"], "answer": 0}
     ([MC, "{not json"], r"bad.jsonl:2: not valid JSON"),
     (["[1, 2]"], r"bad.jsonl:1: unknown task format"),
     (["", "  "], r"bad.jsonl: blank task file, no items"),
+    ([{"template": "{passage} {question}"}, MC],
+     r"bad.jsonl:2: the template names field 'passage', which this item lacks"),
+    ([{"template": "{question"}, MC], r"bad.jsonl:2: the template is not a valid format"),
+    ([{"template": ""}, MC], r"bad.jsonl:1: 'template' must be a non-blank string"),
+    ([{"examples": {"question": "q"}}, MC], r"bad.jsonl:1: 'examples' must be a list"),
+    ([{"examples": [{"question": "q", "choices": ["a", "b"]}]}, MC],
+     r"bad.jsonl:1: examples\[0\]: missing field 'answer'"),
 ])
 def test_bad_task_files_are_one_line(lines, fragment, tmp_path):
     path = write_lines(tmp_path / "bad.jsonl", lines)
