@@ -50,11 +50,14 @@ from planner.core.errors import SpecplanError
 @click.option("--task", "tasks", multiple=True, metavar="DOMAIN=PATH",
               help="A task file of a --domain, scored in every trial and on the chosen model "
                    "(plan.json 'tasks'); repeatable.")
-@click.option("--objective", default="ppl", show_default=True, metavar="ppl|task[:NAME]",
-              help="Choose by validation perplexity, or by a task's accuracy (NAME: the "
-                   "task file's stem; 'task' alone when one task is given). An early plan "
-                   "forecasts the accuracy from perplexity through a line fitted on its proxy "
-                   "runs; an exhaustive one measures it in every trial.")
+@click.option("--objective", default="ppl", show_default=True,
+              metavar="ppl|task[:NAME]|mix:[NAME:]X",
+              help="Choose by validation perplexity, by a task's accuracy (NAME: the task "
+                   "file's stem; 'task' alone when one task is given), or by a stated mix: "
+                   "mix:NAME:X minimises ln(ppl) - 100 ln(1 + X/100) x accuracy, one accuracy "
+                   "point worth X% of perplexity. An early plan forecasts the accuracy from "
+                   "perplexity through a line fitted on its proxy runs; an exhaustive one "
+                   "measures it in every trial.")
 @click.option("--min-task", "min_task", multiple=True, metavar="[NAME=]ACCURACY",
               help="Admit only strategies (early: by median forecast) or trials (exhaustive) "
                    "that reach this accuracy on the task (0..1); repeatable.")
@@ -151,9 +154,26 @@ def parse_objective(objective: str, min_task, tasks) -> tuple[str, dict[str, flo
     objective = objective.strip()
     if objective == "task":
         objective = f"task:{only_task('--objective')}"
-    if objective != "ppl" and not (objective.startswith("task:") and objective[5:].strip()):
-        raise SpecplanError(f"--objective {objective!r}: use ppl, task, or task:NAME (NAME: a "
-                            f"task file's stem)")
+    if objective.startswith("mix:"):
+        parts = objective.split(":")
+
+        def number(text: str) -> float | None:
+            try:
+                return float(text)
+            except ValueError:
+                return None
+
+        if len(parts) == 2 and number(parts[1]) is not None:
+            parts = ["mix", only_task("--objective"), parts[1]]
+        percent = number(parts[2]) if len(parts) == 3 and parts[1].strip() else None
+        if percent is None or not 0 < percent < 1e4:
+            raise SpecplanError(f"--objective {objective!r}: a mix is mix:NAME:X (or mix:X with "
+                                "one task), X the percent of perplexity one accuracy point is "
+                                "worth, e.g. mix:qa:5")
+        objective = f"mix:{parts[1].strip()}:{percent:g}"
+    elif objective != "ppl" and not (objective.startswith("task:") and objective[5:].strip()):
+        raise SpecplanError(f"--objective {objective!r}: use ppl, task, task:NAME (NAME: a "
+                            f"task file's stem) or mix:NAME:X")
     least = {}
     for item in min_task:
         name, sep, value = item.rpartition("=")

@@ -149,19 +149,38 @@ class TaskForecast:
                                    "p_best": self.p_best[s]} for s, a in self.accuracy.items()}}
 
 
+def _summaries(pool, values: np.ndarray, quantiles, best) -> dict[str, tuple]:
+    """Per strategy (a column of ``values``): median, interval, chance of being ``best``
+    (``np.argmax`` or ``np.argmin`` over a draw)."""
+    wins = np.bincount(best(values, axis=1), minlength=len(pool)) / len(values)
+    out = {}
+    for i, f in enumerate(pool):
+        lo, mid, hi = np.quantile(values[:, i], [quantiles[0], 0.5, quantiles[1]])
+        out[f.strategy] = (float(mid), (float(lo), float(hi)), float(wins[i]))
+    return out
+
+
 def forecast_task(curve: TaskCurve, items, quantiles=(0.1, 0.9), draws: int = 20_000,
                   seed: int = 0) -> TaskForecast:
     """Each forecast strategy's accuracy on the task: its perplexity forecast (with its
     interval) read through the curve (with its own)."""
     pool, log_ppl = log_ppl_draws(items, quantiles, draws, seed)
     out = TaskForecast(curve)
-    if not pool:
-        return out
-    accuracy = curve.sample(log_ppl, np.random.default_rng(seed + 1))
-    wins = np.bincount(accuracy.argmax(axis=1), minlength=len(pool)) / len(accuracy)
-    for i, f in enumerate(pool):
-        lo, mid, hi = np.quantile(accuracy[:, i], [quantiles[0], 0.5, quantiles[1]])
-        out.accuracy[f.strategy] = float(mid)
-        out.interval[f.strategy] = (float(lo), float(hi))
-        out.p_best[f.strategy] = float(wins[i])
+    if pool:
+        accuracy = curve.sample(log_ppl, np.random.default_rng(seed + 1))
+        for name, (mid, interval, p_best) in _summaries(pool, accuracy, quantiles,
+                                                        np.argmax).items():
+            out.accuracy[name], out.interval[name], out.p_best[name] = mid, interval, p_best
     return out
+
+
+def forecast_mix(curve: TaskCurve, items, weight: float, quantiles=(0.1, 0.9),
+                 draws: int = 20_000, seed: int = 0) -> dict[str, tuple]:
+    """Each strategy's forecast of ``ln(ppl) - weight x accuracy`` (a stated mix, lower is
+    better) from the same draws as :func:`forecast_task`: {strategy: (median, interval,
+    chance of the lowest)}."""
+    pool, log_ppl = log_ppl_draws(items, quantiles, draws, seed)
+    if not pool:
+        return {}
+    accuracy = curve.sample(log_ppl, np.random.default_rng(seed + 1))
+    return _summaries(pool, log_ppl - weight * accuracy, quantiles, np.argmin)

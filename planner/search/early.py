@@ -38,7 +38,12 @@ from planner.forecast.calibrate import (
     ladder_minimums,
 )
 from planner.forecast.forecast import forecast
-from planner.forecast.task_curve import fit_task_curve, forecast_task, log_ppl_draws
+from planner.forecast.task_curve import (
+    fit_task_curve,
+    forecast_mix,
+    forecast_task,
+    log_ppl_draws,
+)
 from planner.run.config import make_workspace
 from planner.run.results import read_results
 from planner.run.runner import run_strategy
@@ -56,7 +61,14 @@ from planner.search.plan import (
     tasks_doc,
 )
 from planner.search.plan import plan as exhaustive_plan
-from planner.search.study import PlanSpec, load_plan_inputs, plan_tasks, task_halves
+from planner.search.study import (
+    PlanSpec,
+    load_plan_inputs,
+    mix_weight,
+    objective_label,
+    plan_tasks,
+    task_halves,
+)
 from strategies import get_strategy
 
 log = logging.getLogger("specplan")
@@ -286,7 +298,8 @@ def pick(spec: PlanSpec, result, task_forecasts: dict, ladder_csv) -> tuple[str,
 
     By perplexity: the forecast's recommendation. With task minimums: only strategies whose
     median forecast accuracy reaches every minimum. By a task: the highest median forecast
-    accuracy (ties to the lower perplexity).
+    accuracy (ties to the lower perplexity). By a mix: the lowest median forecast of
+    ``ln(ppl) - weight x accuracy``.
 
     Raises:
         SpecplanError: no strategy can be chosen (the proxy runs are kept for a re-run).
@@ -320,6 +333,16 @@ def pick(spec: PlanSpec, result, task_forecasts: dict, ladder_csv) -> tuple[str,
                 f"{len(admitted)} strateg{'y' if len(admitted) == 1 else 'ies'}{minimums}",
                 chance_best(admitted, result.quantiles, seed=spec.run.seed))
     forecast_of = task_forecasts[task]
+    weight = mix_weight(spec.objective)
+    if weight is not None:
+        mix = forecast_mix(forecast_of.curve, admitted, weight, result.quantiles,
+                           seed=spec.run.seed)
+        best = min(admitted, key=lambda f: mix[f.strategy][0])
+        value, (lo, hi), _ = mix[best.strategy]
+        return (best.strategy, f"the lowest forecast {objective_label(spec.objective)} "
+                f"({value:.3f}, {_span(result.quantiles)} interval [{lo:.3f}, {hi:.3f}]) of "
+                f"{len(admitted)} strateg{'y' if len(admitted) == 1 else 'ies'}{minimums}",
+                {name: p for name, (_, _, p) in mix.items()})
     best = max(admitted, key=lambda f: (forecast_of.accuracy[f.strategy], -f.ppl))
     lo, hi = forecast_of.interval[best.strategy]
     return (best.strategy, f"the highest forecast {task} accuracy "

@@ -32,6 +32,8 @@ from planner.search.study import (
     create_study,
     feasible,
     load_plan_inputs,
+    mix_weight,
+    objective_label,
     oom_errors,
     open_storage,
     optimize,
@@ -340,7 +342,13 @@ def tasks_doc(report, spec: PlanSpec, selection: dict | None) -> dict:
 
 def objective_doc(spec: PlanSpec) -> dict:
     """How trials were ranked and which task minimums they had to reach."""
-    return {"rank_by": spec.objective, "min_task": dict(spec.min_task)}
+    doc = {"rank_by": spec.objective, "min_task": dict(spec.min_task)}
+    weight = mix_weight(spec.objective)
+    if weight is not None:
+        doc["mix"] = {"task": spec.ranked_task, "minimises": objective_label(spec.objective),
+                      "point_worth_ppl_percent": float(spec.objective.rpartition(":")[2]),
+                      "nats_per_accuracy": weight}
+    return doc
 
 
 def project_flops(budgets) -> float:
@@ -399,8 +407,13 @@ def measure_chosen(report, ws) -> dict:
 def task_lines(plan_doc: dict) -> list[str]:
     """The summary's line per task: the chosen model's score, and how trials were ranked."""
     lines = []
-    rank_by = plan_doc.get("objective", {}).get("rank_by", "ppl")
-    if rank_by != "ppl":
+    objective = plan_doc.get("objective", {})
+    rank_by = objective.get("rank_by", "ppl")
+    if "mix" in objective:
+        mix = objective["mix"]
+        lines.append(f"ranked by: {mix['minimises']} (one {mix['task']} accuracy point worth "
+                     f"{mix['point_worth_ppl_percent']:g}% of perplexity)")
+    elif rank_by != "ppl":
         lines.append(f"ranked by: {rank_by} accuracy (ties by perplexity)")
     for name, r in plan_doc.get("tasks", {}).items():
         least = plan_doc.get("objective", {}).get("min_task", {}).get(name)

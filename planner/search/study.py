@@ -65,7 +65,7 @@ class PlanSpec:
     pruner: str = "asha"
     cache_dir: str = ".cache/specplan"
     tasks: list = field(default_factory=list)  # [domain, task file] pairs, scored per trial
-    objective: str = "ppl"  # "ppl", or "task:NAME": rank trials by that task's accuracy
+    objective: str = "ppl"  # "ppl"; "task:NAME": by its accuracy; "mix:NAME:X": mix_weight
     min_task: dict = field(default_factory=dict)  # task name -> the least accuracy accepted
 
     @property
@@ -246,8 +246,7 @@ def create_study(spec: PlanSpec, storage):
         study = optuna.create_study(directions=["minimize", "minimize"], **kwargs)
         with warnings.catch_warnings():  # experimental since Optuna 3.2; only labels the axes
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(["perplexity" if spec.objective == "ppl" else
-                                    f"{spec.objective} error rate", "total FLOPs"])
+            study.set_metric_names([objective_label(spec.objective), "total FLOPs"])
     else:
         study = optuna.create_study(direction="minimize", pruner=make_pruner(spec.pruner),
                                     **kwargs)
@@ -458,8 +457,30 @@ def plan_tasks(spec: PlanSpec, inputs) -> dict:
 
 
 def ranked_task(objective: str) -> str | None:
-    """The task an objective (``ppl`` or ``task:NAME``) ranks by; None for perplexity."""
-    return None if objective == "ppl" else objective.removeprefix("task:")
+    """The task an objective (``ppl``, ``task:NAME`` or ``mix:NAME:X``) ranks by; None for
+    perplexity."""
+    if objective == "ppl":
+        return None
+    kind, _, rest = objective.partition(":")
+    return rest.rpartition(":")[0] if kind == "mix" else rest
+
+
+def mix_weight(objective: str) -> float | None:
+    """For ``mix:NAME:X`` (an accuracy point is worth X% of perplexity), the log perplexity
+    one unit of accuracy is worth, ``100 ln(1 + X/100)`` nats; None for other objectives."""
+    if not objective.startswith("mix:"):
+        return None
+    return 100.0 * math.log1p(float(objective.rpartition(":")[2]) / 100.0)
+
+
+def objective_label(objective: str) -> str:
+    """What the study minimises, in words."""
+    task, weight = ranked_task(objective), mix_weight(objective)
+    if task is None:
+        return "perplexity"
+    if weight is None:
+        return f"{objective} error rate"
+    return f"ln(ppl) - {weight:.3g} x {task} accuracy"
 
 
 def task_halves(spec: PlanSpec, tasks: dict, half: str) -> dict:
@@ -472,10 +493,14 @@ def task_halves(spec: PlanSpec, tasks: dict, half: str) -> dict:
 
 
 def objective_value(attrs: dict, objective: str) -> float:
-    """What the study minimises for a trial's record: its macro perplexity, or a task's error
-    rate (1 - accuracy)."""
-    task = ranked_task(objective)
-    return attrs["macro_ppl"] if task is None else 1.0 - attrs["tasks"][task]
+    """What the study minimises for a trial's record: its macro perplexity, a task's error
+    rate (1 - accuracy), or a stated mix of the two (:func:`mix_weight`)."""
+    task, weight = ranked_task(objective), mix_weight(objective)
+    if task is None:
+        return attrs["macro_ppl"]
+    if weight is None:
+        return 1.0 - attrs["tasks"][task]
+    return math.log(attrs["macro_ppl"]) - weight * attrs["tasks"][task]
 
 
 def rank_key(trial, objective: str) -> tuple[float, float]:

@@ -97,8 +97,10 @@ CASES = {
     # ranking by a task
     "objective task without a task": (["plan", "--objective", "task"],
                                       ["--objective: name the task", "add --task DOMAIN=PATH"]),
+    "objective mix without a rate": (["plan", "--objective", "mix:qa"],
+                                     ["--objective 'mix:qa': a mix is mix:NAME:X"]),
     "objective unknown": (["plan", "--objective", "accuracy"],
-                          ["--objective 'accuracy'", "ppl, task, or task:NAME"]),
+                          ["--objective 'accuracy'", "ppl, task, task:NAME", "or mix:NAME:X"]),
     "objective names no task": (["plan", "--objective", "task:nope"],
                                 ["--objective: no task named 'nope'", "--task DOMAIN=PATH"]),
     "min task out of range": (["plan", "--min-task", "law_qa=1.5"],

@@ -1,6 +1,7 @@
 """Plans judged by a task: ranking trials by a task's accuracy, task minimums as constraints,
 selection and report on the task's two halves."""
 import json
+import math
 
 import optuna
 import pandas as pd
@@ -10,7 +11,7 @@ from planner.core.errors import SpecplanError
 from planner.data.tasks import continuation_items
 from planner.engine.tasks import load_task, split_task
 from planner.search.plan import choose, plan
-from planner.search.study import plan_tasks
+from planner.search.study import mix_weight, objective_value, plan_tasks, ranked_task
 from tests.conftest import synthetic_documents
 from tests.search.test_plan import spec_for
 
@@ -45,6 +46,71 @@ def test_ranking_by_a_task_picks_another_trial_when_task_and_perplexity_disagree
     assert by_ppl.params["strategy"] == "a" and runner_up.params["strategy"] == "c"
     by_task, runner_up = choose([low_ppl, good_task, tie], "task:qa")
     assert by_task.params["strategy"] == "c" and runner_up.params["strategy"] == "b"
+
+
+def test_a_stated_mix_trades_perplexity_for_accuracy_at_the_stated_rate():
+    """mix:qa:X: an accuracy point is worth X% of perplexity. At 0.1% the 30-point accuracy gap
+    is worth less than the 10% perplexity gap; at 5% it is worth far more."""
+    trials = [finished_trial(0, "a", 10.0, 0.30), finished_trial(1, "b", 12.0, 0.60),
+              finished_trial(2, "c", 11.0, 0.60)]
+    assert choose(trials, "mix:qa:0.1")[0].params["strategy"] == "a"
+    assert choose(trials, "mix:qa:5")[0].params["strategy"] == "c"
+    assert objective_value({"macro_ppl": 10.0, "tasks": {"qa": 0.3}}, "mix:qa:5") == (
+        pytest.approx(math.log(10.0) - 100 * math.log(1.05) * 0.3))
+    assert ranked_task("mix:qa:5") == "qa" and mix_weight("task:qa") is None
+
+
+def test_an_early_plan_ranks_a_mix_by_its_forecast():
+    """The same forecasts: a small weight keeps the lower perplexity, a large one the higher
+    forecast accuracy (the curve here rises with perplexity, so the two disagree)."""
+    from types import SimpleNamespace
+
+    from planner.forecast.task_curve import TaskCurve, TaskForecast
+    from planner.search.early import pick
+
+    def strategy(name, ppl):
+        return SimpleNamespace(strategy=name, status="forecast", within_inference=True,
+                               ppl=ppl, ppl_lo=ppl * 0.99, ppl_hi=ppl * 1.01)
+
+    result = SimpleNamespace(strategies=[strategy("slm", 10.0), strategy("slm-pn", 12.0)],
+                             quantiles=(0.1, 0.9), recommendation="slm")
+    curve = TaskCurve("qa", -0.9, 0.5, ((1e-6, 0.0), (0.0, 1e-6)), 1e-3, 6, (2.0, 2.6))
+    forecasts = {"qa": TaskForecast(curve)}
+    chosen = {}
+    for percent in (1, 5):
+        spec = spec_for("cache", tasks=[["law", "qa.jsonl"]], objective=f"mix:qa:{percent}")
+        chosen[percent], why, odds = pick(spec, result, forecasts, "ladder.csv")
+        assert why.startswith(f"the lowest forecast ln(ppl) - {100 * math.log1p(percent / 100):.3g}"
+                              " x qa accuracy")
+        assert sum(odds.values()) == pytest.approx(1.0) and odds[chosen[percent]] > 0.9
+    assert chosen == {1: "slm", 5: "slm-pn"}
+
+
+def test_plan_json_and_the_summary_state_the_mix():
+    from planner.search.plan import objective_doc, task_lines
+
+    doc = objective_doc(spec_for("cache", tasks=[["law", "qa.jsonl"]], objective="mix:qa:5"))
+    assert doc["mix"] == {"task": "qa", "minimises": "ln(ppl) - 4.88 x qa accuracy",
+                          "point_worth_ppl_percent": 5.0,
+                          "nats_per_accuracy": pytest.approx(100 * math.log(1.05))}
+    assert task_lines({"objective": doc}) == [
+        "ranked by: ln(ppl) - 4.88 x qa accuracy (one qa accuracy point worth 5% of perplexity)"]
+
+
+@pytest.mark.parametrize("given, parsed", [("mix:qa:5", "mix:qa:5"), ("mix:2.5", "mix:qa:2.5"),
+                                           ("task", "task:qa"), ("ppl", "ppl")])
+def test_the_objective_option_reads_a_mix(given, parsed):
+    from planner.cli.plan import parse_objective
+
+    assert parse_objective(given, [], [("law", "qa.jsonl")])[0] == parsed
+
+
+@pytest.mark.parametrize("given", ["mix:qa", "mix:qa:-1", "mix:qa:lots", "mix::5"])
+def test_a_mix_without_a_rate_is_one_line(given):
+    from planner.cli.plan import parse_objective
+
+    with pytest.raises(SpecplanError, match="a mix is mix:NAME:X .* e.g. mix:qa:5"):
+        parse_objective(given, [], [("law", "qa.jsonl")])
 
 
 def test_the_halves_are_fixed_disjoint_and_cover_the_task(tmp_path):
