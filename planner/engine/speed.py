@@ -83,7 +83,11 @@ def step_settings(model: torch.nn.Module, batch, loss_fn: Callable, device: torc
     if known:
         return StepSettings(known["precision"], known["attention"])
     t0 = time.perf_counter()
-    chosen, timings = _probe(model, batch, loss_fn, device, fixed)
+    try:
+        chosen, timings = _probe(model, batch, loss_fn, device, fixed)
+    except torch.OutOfMemoryError:  # the run will split its passes; nothing worth caching
+        model.zero_grad(set_to_none=True)
+        return StepSettings(fixed or "fp32")
     seconds = time.perf_counter() - t0
     entries = _read(cache)
     entries[key] = {**asdict(chosen), "step_seconds": timings, "probe_seconds": round(seconds, 3),

@@ -12,6 +12,7 @@ rank takes its rows of the same global batch, so DDP follows the single-process 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from contextlib import nullcontext
@@ -28,6 +29,8 @@ from planner.core.io import atomic_dir
 from planner.engine.devices import device_label, resolve_device
 from planner.engine import tracking
 from planner.engine.speed import step_settings
+
+log = logging.getLogger("specplan")
 
 Batch = torch.Tensor | dict
 LossFn = Callable[[torch.nn.Module, Batch], torch.Tensor]
@@ -224,6 +227,7 @@ class TrainResult:
     train_loss: float | None
     precision: str = "fp32"  # what the run's passes ran in (planner.engine.speed)
     attention: str = "default"
+    windows_per_pass: int = 0  # per process, after any halving for memory
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -413,22 +417,33 @@ def train(
     stopped, bad_evals, train_loss = "budget", 0, None
     progress = _progress(total_steps - start_step, label)
     tag = tracking.start_run(label) if rank == 0 else None
+    splits = 1  # passes per micro-batch: more when one runs out of memory (one process)
     step = start_step
     try:
         while step < total_steps:
             lr = cfg.lr_at(step, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            running = torch.zeros((), device=device)  # summed on device: no sync per micro-batch
-            for micro in range(cfg.grad_accum):
-                batch = _to_device(_shard(source.batch(step, micro), rank, world), device)
-                sync = micro == cfg.grad_accum - 1 or not distributed
-                ctx = step_model.no_sync() if distributed and not sync else nullcontext()
-                with ctx, settings.apply(device):
-                    loss = loss_fn(step_model, batch) / cfg.grad_accum
-                with ctx:
-                    loss.backward()
-                running += loss.detach().float()
+            try:
+                running = _passes(step_model, source, step, cfg, splits, rank, world, device,
+                                  settings, loss_fn, distributed)
+            except torch.OutOfMemoryError:
+                rows = cfg.batch_size // world // splits
+                if distributed or rows < 2:
+                    if distributed:
+                        raise  # another rank is inside the all-reduce: the trial fails
+                    raise SpecplanError(
+                        f"{label}: out of memory on {device_label(device)} at {rows} window(s) "
+                        "per pass; the model does not fit: use a smaller model (--small, "
+                        "--large), a shorter --seq-len, or a device with more memory") from None
+                optimizer.zero_grad(set_to_none=True)
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                factor = next(f for f in range(2, rows + 1) if rows % f == 0)
+                splits *= factor
+                log.warning(f"{label}: out of memory at {rows} windows per pass; retrying the "
+                            f"step at {rows // factor} (the same windows per optimizer step)")
+                continue
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
@@ -495,7 +510,29 @@ def train(
         best_val_loss=best[0] if best[1] is not None else None, best_step=best[1],
         train_loss=None if train_loss is None else train_loss.item(),
         precision=settings.precision, attention=settings.attention,
+        windows_per_pass=cfg.batch_size // world // splits,
     )
+
+
+def _passes(step_model, source: BatchSource, step: int, cfg: TrainConfig, splits: int,
+            rank: int, world: int, device: torch.device, settings, loss_fn: LossFn,
+            distributed: bool) -> torch.Tensor:
+    """Forward and backward over one optimizer step's windows: ``cfg.grad_accum`` micro-batches,
+    each in ``splits`` passes of equal rows; gradients accumulate to the mean over all of them.
+    Returns the step's mean loss, summed on the device (no sync per pass)."""
+    running = torch.zeros((), device=device)
+    passes = cfg.grad_accum * splits
+    for micro in range(cfg.grad_accum):
+        whole = _to_device(_shard(source.batch(step, micro), rank, world), device)
+        for part in range(splits):
+            sync = (micro == cfg.grad_accum - 1 and part == splits - 1) or not distributed
+            ctx = step_model.no_sync() if distributed and not sync else nullcontext()
+            with ctx, settings.apply(device):
+                loss = loss_fn(step_model, _shard(whole, part, splits)) / passes
+            with ctx:
+                loss.backward()
+            running += loss.detach().float()
+    return running
 
 
 def _progress(total: int, label: str):

@@ -139,3 +139,40 @@ def test_unknown_device_is_one_clear_error():
     if not torch.cuda.is_available():
         with pytest.raises(SpecplanError, match="no CUDA device"):
             resolve_device("cuda:0")
+
+
+def test_a_pass_out_of_memory_is_retried_in_smaller_passes_with_the_same_step():
+    """A loss that runs out of memory above 2 windows: the step is redone in passes of 2
+    windows, and training follows the same curve as passes of the whole batch."""
+    from planner.engine.train import lm_loss
+
+    def small_memory(model, batch):
+        if len(batch) > 2:
+            raise torch.OutOfMemoryError("simulated: CUDA out of memory")
+        return lm_loss(model, batch)
+
+    cfg = TrainConfig(max_steps=6, batch_size=8, eval_every=3, lr=1e-2, warmup_steps=1)
+    windows = learnable_windows()
+    _, whole, _ = run(cfg)
+    model = SHAPE.build(seed=0)
+    split = train(model, WindowSampler(windows[:200], 8, 1, 0), cfg, seq_len=32,
+                  flops_per_token=SHAPE.train_flops_per_token(), ledger=Ledger(),
+                  phase="generic", valid=windows[200:], loss_fn=small_memory,
+                  eval_loss_fn=lm_loss)
+    assert (whole.windows_per_pass, split.windows_per_pass) == (8, 2)
+    assert split.steps == whole.steps == 6
+    assert [h["val_loss"] for h in split.history] == pytest.approx(
+        [h["val_loss"] for h in whole.history], rel=1e-4)
+
+
+def test_out_of_memory_at_one_window_is_one_line():
+    def no_memory(model, batch):
+        raise torch.OutOfMemoryError("simulated")
+
+    ledger = Ledger()
+    with pytest.raises(SpecplanError, match=r"out of memory on cpu at 1 window\(s\) per pass; "
+                                            r"the model does not fit"):
+        train(SHAPE.build(seed=0), WindowSampler(learnable_windows(), 8, 1, 0),
+              TrainConfig(max_steps=2, batch_size=6), seq_len=32, flops_per_token=1.0,
+              ledger=ledger, phase="generic", loss_fn=no_memory)
+    assert ledger.entries == []  # no step finished: nothing charged
