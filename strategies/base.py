@@ -54,7 +54,8 @@ class Settings:
     """Base of every strategy's settings: shared knobs of fine-tuning."""
 
     ft_lr: float = setting(1e-3, low=1e-4, high=5e-3, log=True,
-                           help="fine-tuning peak learning rate")
+                           help="fine-tuning peak learning rate (scaled down above 10M "
+                                "non-embedding parameters)")
     ft_patience: int = setting(3, low=1, high=8, help="validations without gain before stopping")
 
     def __post_init__(self) -> None:
@@ -313,7 +314,8 @@ class PretrainSettings(Settings):
     """Settings of strategies that train a model from scratch."""
 
     lr: float = setting(3e-3, low=1e-3, high=1e-2, log=True, generic=True,
-                        help="pretraining peak learning rate")
+                        help="pretraining peak learning rate (scaled down above 10M "
+                             "non-embedding parameters)")
 
 
 def steps_within(budget_flops: float, shape: ModelShape, ws: "Workspace") -> int:

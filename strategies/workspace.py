@@ -29,6 +29,7 @@ from planner.engine.train import (
     WindowSampler,
     evaluate_loss,
     lm_loss,
+    scaled_lr,
     train,
 )
 
@@ -255,7 +256,8 @@ class Workspace:
     ) -> TrainResult:
         """Train from scratch on windows (or an index stream over them) within ``max_flops``;
         inside an artifact build, checkpointed and resumed (see ``building``)."""
-        cfg = self.train_config(lr=lr, max_flops=max_flops, **self.checkpointing(label))
+        cfg = self.train_config(lr=scaled_lr(lr, model), max_flops=max_flops,
+                                **self.checkpointing(label))
         source = WindowSampler(windows, cfg.batch_size, cfg.grad_accum, seed=cfg.seed, order=order)
         # a distillation loss trains; validation stays the plain LM loss (a perplexity)
         extra = {"loss_fn": loss_fn, "eval_loss_fn": lm_loss} if loss_fn else {}
@@ -295,7 +297,8 @@ class Workspace:
         before = start if len(subset) == len(valid) else evaluate_loss(model, valid)
         steps_per_epoch = max(1, domain.train.n // self.train.windows_per_step)
         cfg = self.train_config(
-            lr=lr or settings.ft_lr, max_flops=max_flops, warmup_steps=min(10, steps_per_epoch),
+            lr=scaled_lr(lr or settings.ft_lr, model), max_flops=max_flops,
+            warmup_steps=min(10, steps_per_epoch),
             early_stopping_patience=settings.ft_patience,
             eval_every=max(1, min(self.train.eval_every, steps_per_epoch // 2 or 1)),
         )

@@ -203,11 +203,14 @@ class TrainConfig:
         return steps
 
     def lr_at(self, step: int, total: int) -> float:
-        if step < self.warmup_steps:
-            return self.lr * (step + 1) / self.warmup_steps
+        """Linear warm-up over ``warmup_steps`` or 1% of the run, whichever is longer (the
+        reference study warms up 1,000 of 100k+ steps), then the schedule to ``min_lr_ratio``."""
+        warmup = max(self.warmup_steps, total // 100)
+        if step < warmup:
+            return self.lr * (step + 1) / warmup
         if self.schedule == "constant":
             return self.lr
-        progress = min(1.0, (step - self.warmup_steps) / max(1, total - self.warmup_steps))
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
         floor = self.lr * self.min_lr_ratio
         if self.schedule == "linear":
             return floor + (self.lr - floor) * (1 - progress)
@@ -312,6 +315,24 @@ def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer) -> dict:
 
 
 # -- the loop -----------------------------------------------------------------------------------
+#: Non-embedding parameters up to which a learning rate applies as given (the CPU presets).
+LR_REFERENCE_PARAMS = 10e6
+
+
+def scaled_lr(lr: float, model: torch.nn.Module) -> float:
+    """``lr`` for a model of up to :data:`LR_REFERENCE_PARAMS` non-embedding parameters, scaled
+    by ``(reference / N) ** 0.5`` above it. The rates this project's defaults and search ranges
+    were tuned on (3e-3 pretraining, 1e-3 fine-tuning, at 0.1-8M parameters) diverge at 100M+;
+    GPT-3's table (Brown et al. 2020, Table 2.1: 6e-4 at 125M, 2e-4 at 1.3B) falls as about
+    N^-0.47; from 3e-3 this rule gives 9.9e-4 for the study's 126M shape (93M non-embedding)
+    and 5.3e-4 for the 350m preset."""
+    embeddings = {id(m.weight) for m in (getattr(model, "get_input_embeddings", lambda: None)(),
+                                         getattr(model, "get_output_embeddings", lambda: None)())
+                  if m is not None and hasattr(m, "weight")}
+    body = sum(p.numel() for p in model.parameters() if id(p) not in embeddings)
+    return lr * min(1.0, (LR_REFERENCE_PARAMS / max(body, 1)) ** 0.5)
+
+
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW with weight decay on matrices only (norms and gains are not decayed).
 

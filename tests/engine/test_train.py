@@ -176,3 +176,14 @@ def test_out_of_memory_at_one_window_is_one_line():
               TrainConfig(max_steps=2, batch_size=6), seq_len=32, flops_per_token=1.0,
               ledger=ledger, phase="generic", loss_fn=no_memory)
     assert ledger.entries == []  # no step finished: nothing charged
+
+
+def test_learning_rates_fall_as_the_square_root_of_size_above_the_presets():
+    from planner.engine.train import scaled_lr
+
+    assert scaled_lr(3e-3, SHAPE.build(seed=0)) == 3e-3  # CPU presets: as given
+    body = torch.nn.Linear(2000, 20000, bias=False)  # 40M non-embedding parameters
+    assert scaled_lr(3e-3, body) == pytest.approx(1.5e-3)
+    cfg = TrainConfig(lr=1.0, warmup_steps=20)
+    assert cfg.lr_at(9, 1000) == pytest.approx(10 / 20)  # short runs: the given warm-up
+    assert cfg.lr_at(49, 10_000) == pytest.approx(50 / 100)  # long ones: 1% of the steps
