@@ -28,14 +28,15 @@ What each timed region includes (wall clock around one call; model and tokenizer
 beforehand, the task files written beforehand):
 
 * specplan: ``score_task(model, tokenizer, load_task(jsonl))``: reading and validating the
-  JSONL, tokenizing, batching, the forward passes, accuracy and normalised accuracy.
+  JSONL, tokenizing, batching, the forward passes (each context once, its choices on its
+  key/value cache), accuracy and normalised accuracy.
 * harness: ``score_task(model, tokenizer, load_task(yaml))``, i.e. specplan's bridge
   ``planner.engine.harness.score_harness``: validating the YAML, ``HFLM`` wrapping the model in
   memory, ``simple_evaluate`` with a ``TaskManager`` indexing only the YAML's folder (the
   ``datasets`` json load, served from its cache after the warm-up), building the requests,
   tokenizing, ``HFLM._loglikelihood_tokens`` (sorting, batching, forward passes), metrics.
 
-The forward-pass part of each side (specplan's ``_score_rows``, the harness's
+The forward-pass part of each side (specplan's ``_score_shared``, the harness's
 ``_loglikelihood_tokens``) is also timed on its own and reported as "scoring only".
 
 Run: ``.venv/bin/python benchmarks/task_scoring.py [--size small] [--json]``.
@@ -198,7 +199,7 @@ def main(argv: list[str] | None = None) -> dict:
                  "harness": lambda: quiet(specplan_tasks.score_task)(
                      model, tokenizer, specplan_tasks.load_task(yaml),
                      batch_size=args.batch_size)}
-        clocks = {"specplan": Stopwatch(specplan_tasks, "_score_rows"),
+        clocks = {"specplan": Stopwatch(specplan_tasks, "_score_shared"),
                   "harness": Stopwatch(HFLM, "_loglikelihood_tokens")}
         runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in sides}
         scores = {}

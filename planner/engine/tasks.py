@@ -27,10 +27,11 @@ fit the window is an error.
 Scoring is batched: every (context, continuation) pair becomes one row, rows are sorted by
 length and right-padded, and one forward pass per batch gives both the log-likelihoods and the
 greedy check (greedy decoding reproduces a continuation exactly when every continuation token is
-the argmax given the tokens before it, so no generation loop is needed). Only the positions from
-the batch's first continuation token on go through the vocabulary projection and softmax
-(``logits_to_keep``, where the model takes it): the contexts' logits are never read, and on a
-small model with a large vocabulary they were most of the work.
+the argmax given the tokens before it, so no generation loop is needed). A Hugging Face decoder
+runs each distinct context once: the rows that share it (an item's choices) read its key/value
+cache, so a k-choice item costs one context and k continuations, not k whole rows; only the
+context's last position goes through the vocabulary projection. Other modules score whole rows,
+from the batch's first continuation token on (``logits_to_keep`` where the model takes it).
 """
 from __future__ import annotations
 
@@ -311,6 +312,85 @@ def _score_rows(model: torch.nn.Module, rows: list[list[int]], lengths: list[int
     return loglik, greedy
 
 
+def _caches(model: torch.nn.Module) -> str | None:
+    """The argument a model takes its key/value cache by, with explicit positions (Hugging Face
+    decoders: ``cache`` in transformers 5.2x, ``past_key_values`` before); None for other
+    modules, which are scored row by row."""
+    params = inspect.signature(model.forward).parameters
+    if not {"position_ids", "use_cache"} <= set(params):
+        return None
+    return next((name for name in ("cache", "past_key_values") if name in params), None)
+
+
+@torch.no_grad()
+def _score_shared(model: torch.nn.Module, rows: list[list[int]], lengths: list[int],
+                  batch_size: int, cache_arg: str = "cache") -> tuple[torch.Tensor, torch.Tensor]:
+    """What :func:`_score_rows` computes, with each distinct context run once: rows sharing a
+    context (an item's choices) read its key/value cache, so a k-choice item costs one context
+    and k continuations instead of k full rows.
+
+    A batch holds whole groups (up to ``batch_size`` rows, at least one group). Contexts are
+    left-padded so they all end at the same index, with positions counted from each row's
+    first real token; continuations are right-padded after them, with positions that carry on
+    from their context's length."""
+    from transformers import DynamicCache
+
+    device = next(model.parameters()).device
+    only_last = ({"logits_to_keep": 1}
+                 if "logits_to_keep" in inspect.signature(model.forward).parameters else {})
+    was_training = model.training
+    model.eval()
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for r, row in enumerate(rows):
+        groups.setdefault(tuple(row[:len(row) - lengths[r]]), []).append(r)
+    ordered = sorted(groups.items(), key=lambda g: -len(g[0]))
+    loglik = torch.empty(len(rows), dtype=torch.float64)
+    greedy = torch.empty(len(rows), dtype=torch.bool)
+    start = 0
+    while start < len(ordered):
+        end, count = start + 1, len(ordered[start][1])
+        while end < len(ordered) and count + len(ordered[end][1]) <= batch_size:
+            count += len(ordered[end][1])
+            end += 1
+        batch = ordered[start:end]
+        start = end
+        width = len(batch[0][0])
+        context = torch.zeros(len(batch), width, dtype=torch.long)
+        seen = torch.zeros_like(context)
+        for g, (tokens, _) in enumerate(batch):
+            context[g, width - len(tokens):] = torch.tensor(tokens)
+            seen[g, width - len(tokens):] = 1
+        context, seen = context.to(device), seen.to(device)
+        cache = DynamicCache()
+        last = model(input_ids=context, attention_mask=seen,
+                     position_ids=(seen.cumsum(1) - 1).clamp(min=0), use_cache=True,
+                     **{cache_arg: cache}, **only_last).logits[:, -1:]
+        owner = [g for g, (_, members) in enumerate(batch) for _ in members]
+        chosen = [r for _, members in batch for r in members]
+        span = max(lengths[r] for r in chosen)
+        ids = torch.zeros(len(chosen), span, dtype=torch.long)
+        real = torch.zeros_like(ids, dtype=torch.bool)
+        for b, r in enumerate(chosen):
+            ids[b, :lengths[r]] = torch.tensor(rows[r][len(rows[r]) - lengths[r]:])
+            real[b, :lengths[r]] = True
+        ids, real = ids.to(device), real.to(device)
+        index = torch.tensor(owner, device=device)
+        cache.reorder_cache(index)
+        offsets = torch.tensor([len(batch[g][0]) for g in owner], device=device)
+        logits = model(input_ids=ids, attention_mask=torch.cat([seen[index], real.long()], 1),
+                       position_ids=offsets[:, None] + torch.arange(span, device=device),
+                       use_cache=True, **{cache_arg: cache}).logits
+        # The context's last position predicts the first continuation token; then each
+        # continuation position the next.
+        logits = torch.cat([last[index], logits[:, :-1]], 1).float()
+        logp = torch.log_softmax(logits, dim=-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+        rows_at = torch.tensor(chosen)
+        loglik[rows_at] = (logp * real).sum(1).double().cpu()
+        greedy[rows_at] = ((logits.argmax(-1) == ids) | ~real).all(1).cpu()
+    model.train(was_training)
+    return loglik, greedy
+
+
 def score_task(model: torch.nn.Module, tokenizer: Any, task: Task, *,
                batch_size: int = 32) -> dict[str, Any]:
     """Score ``model`` on ``task`` (metrics: the module docstring).
@@ -327,7 +407,9 @@ def score_task(model: torch.nn.Module, tokenizer: Any, task: Task, *,
         return score_harness(model, tokenizer, task, batch_size=batch_size)
     window = int(model.config.max_position_embeddings)
     rows, lengths, truncated = _rows(task, tokenizer, window)
-    loglik, greedy = _score_rows(model, rows, lengths, batch_size)
+    cache_arg = _caches(model)
+    loglik, greedy = (_score_shared(model, rows, lengths, batch_size, cache_arg) if cache_arg
+                      else _score_rows(model, rows, lengths, batch_size))
     out: dict[str, Any] = {"format": task.format, "items": len(task.items),
                            "truncated": truncated}
     if task.format == "cloze":

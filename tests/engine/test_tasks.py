@@ -161,3 +161,22 @@ def test_bad_task_files_are_one_line(lines, fragment, tmp_path):
 def test_missing_task_file(tmp_path):
     with pytest.raises(SpecplanError, match="no such task file"):
         load_task(tmp_path / "nope.jsonl")
+
+
+@pytest.mark.parametrize("batch_size", [1, 5, 64])
+def test_shared_contexts_score_as_whole_rows(models, tmp_path, batch_size):
+    """Each context run once with its choices reading its cache gives the log-likelihoods and
+    greedy checks of running every (context, choice) row whole, truncated rows included."""
+    from planner.engine.tasks import _caches, _rows, _score_rows, _score_shared
+
+    tokenizer, trained, _ = models
+    filler = " ".join(["the bee says buzz."] * 12)
+    items = choice_items(3) + [{"question": f"{filler} the cat says",
+                                "choices": [" meow.", " woof woof woof.", " moo."], "answer": 0}]
+    task = load_task(write_lines(tmp_path / "mixed.jsonl", items))
+    rows, lengths, truncated = _rows(task, tokenizer, 32)
+    assert truncated == 1 and _caches(trained) in ("cache", "past_key_values")
+    whole = _score_rows(trained, rows, lengths, batch_size)
+    shared = _score_shared(trained, rows, lengths, batch_size, _caches(trained))
+    assert torch.allclose(shared[0], whole[0], atol=1e-4)
+    assert torch.equal(shared[1], whole[1])
