@@ -64,8 +64,8 @@ def main(argv: list[str] | None = None) -> dict:
                    help="comma-separated; slm (the baseline) is always included")
     p.add_argument("--size", default="small", help="the deployed model's preset")
     p.add_argument("--large", default="6x", help="the large model (llm): a preset or a ratio")
-    p.add_argument("--pretrain-flops", type=float, default=4e11)
-    p.add_argument("--spec-flops", type=float, default=4e10)
+    p.add_argument("--pretrain-flops", type=float, default=1.2e12)
+    p.add_argument("--spec-flops", type=float, default=1.2e11)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: steadier timings on a shared machine)")

@@ -87,10 +87,17 @@ def make_windows(args) -> tuple[torch.Tensor, torch.Tensor, int]:
     return ids[:-64], ids[-64:], args.vocab
 
 
+def synchronize() -> None:
+    """Wait for queued GPU work, so a timed region ends when its work does."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def engine_cfg(args, steps: int, precision: str = "fp32") -> TrainConfig:
     return TrainConfig(
         batch_size=args.batch_size, max_steps=steps, warmup_steps=max(1, steps // 10),
-        schedule="cosine", precision=precision, device="cpu", seed=args.seed,
+        schedule="cosine", precision=precision, device=getattr(args, "device", "cpu"),
+        seed=args.seed,
     )
 
 
@@ -102,6 +109,7 @@ def run_engine(shape, windows, args, steps: int, precision: str) -> tuple[float,
     result = train(model, source, cfg, seq_len=args.seq_len,
                    flops_per_token=shape.train_flops_per_token(), ledger=Ledger(),
                    phase="generic")
+    synchronize()
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     return wall, cpu, (model, f"{result.precision}, {result.attention} attention")
 
@@ -143,7 +151,7 @@ def run_trainer(shape, windows, args, steps: int, out_dir: str,
         disable_tqdm=True,
         dataloader_num_workers=0,
         dataloader_pin_memory=False,
-        use_cpu=True,
+        use_cpu=getattr(args, "device", "cpu") == "cpu",
         bf16=bf16,
         seed=cfg.seed,
     )
@@ -152,6 +160,7 @@ def run_trainer(shape, windows, args, steps: int, out_dir: str,
     trainer.remove_callback(PrinterCallback)  # it prints the end-of-run metrics despite logging off
     t0, c0 = time.perf_counter(), time.process_time()
     trainer.train()
+    synchronize()
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     return wall, cpu, (model, "bf16 autocast" if bf16 else "fp32")
 

@@ -95,12 +95,16 @@ def read_results(path: str | Path) -> pd.DataFrame:
     return frame
 
 
+#: Text columns that can look like numbers (content hashes), read as text from CSV.
+_ID_COLUMNS = ("run_id", "point", "group", "settings")
+
+
 def _read_file(path: Path) -> pd.DataFrame:
     try:
         if path.suffix == ".parquet":
             return pd.read_parquet(path)
-        if path.suffix == ".csv":
-            return pd.read_csv(path, keep_default_na=True)
+        if path.suffix == ".csv":  # hex ids such as 37021e077022 must not read as numbers
+            return pd.read_csv(path, keep_default_na=True, dtype=dict.fromkeys(_ID_COLUMNS, str))
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
     except Exception as err:  # noqa: BLE001 - pyarrow and the csv parser raise many kinds

@@ -43,6 +43,11 @@ def test_csv_and_parquet_hold_the_same_table(run_rows, tmp_path):
     for column in ("ppl_after", "generic_flops", "domain_tokens", "domain_train_tokens"):
         assert csv[column].tolist() == pytest.approx(parquet[column].tolist())
     assert str(parquet["domain_tokens"].dtype) == "Int64"
+    # A hex run id that happens to read as a number (37021e077022: inf) stays text.
+    frame["run_id"] = "37021e077022"
+    results.write_results(tmp_path, frame)
+    assert set(results.read_results(tmp_path / results.RESULTS_CSV)["run_id"]) == {
+        "37021e077022"}
 
 
 def test_an_empty_or_missing_table_is_refused_in_one_line(tmp_path):
