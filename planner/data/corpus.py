@@ -346,9 +346,32 @@ def _train_bpe(texts: list[str], vocab_size: int) -> Tokenizer:
     return tokenizer
 
 
+#: Characters of text a tokenizer trains on at most: about 100 MB, which BPE merges converge on
+#: (a bigger sample changes few merges) and which trains in minutes in a few GB of memory.
+TOKENIZER_SAMPLE_CHARS = 100_000_000
+
+
+def tokenizer_sample(texts: list[str], max_chars: int = TOKENIZER_SAMPLE_CHARS) -> list[str]:
+    """``texts`` when they hold at most ``max_chars`` characters; else every k-th document
+    (k the smallest stride that fits), so the sample spans the whole corpus, not its head."""
+    total = sum(len(t) for t in texts)
+    if total <= max_chars:
+        return texts
+    stride = -(-total // max_chars)
+    sample, chars = [], 0
+    for text in texts[::stride]:
+        if chars + len(text) > max_chars and sample:
+            break
+        sample.append(text)
+        chars += len(text)
+    return sample
+
+
 def train_tokenizer(texts: list[str], *, vocab_size: int = 4096,
-                    cache_dir: str | os.PathLike[str]) -> PreTrainedTokenizerFast:
-    """Train (or reuse) a byte-level BPE tokenizer on ``texts``.
+                    cache_dir: str | os.PathLike[str],
+                    max_chars: int = TOKENIZER_SAMPLE_CHARS) -> PreTrainedTokenizerFast:
+    """Train (or reuse) a byte-level BPE tokenizer on ``texts`` (at most ``max_chars`` of them:
+    :func:`tokenizer_sample`).
 
     The result is cached in ``cache_dir/tokenizers/<hash of texts and vocab_size>/`` as a
     ``save_pretrained`` folder, written atomically, so repeated plans skip training and the folder
@@ -369,6 +392,7 @@ def train_tokenizer(texts: list[str], *, vocab_size: int = 4096,
         )
     if not any(t.strip() for t in texts):
         raise SpecplanError("train_tokenizer: no non-blank text to train on; check the corpus")
+    texts = tokenizer_sample(texts, max_chars)
     key = content_hash(_TOKENIZER_RECIPE, str(vocab_size), *texts)
     folder = Path(cache_dir) / "tokenizers" / key
     if not (folder / "tokenizer.json").is_file():

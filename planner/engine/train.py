@@ -319,17 +319,24 @@ def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer) -> dict:
 LR_REFERENCE_PARAMS = 10e6
 
 
-def scaled_lr(lr: float, model: torch.nn.Module) -> float:
-    """``lr`` for a model of up to :data:`LR_REFERENCE_PARAMS` non-embedding parameters, scaled
-    by ``(reference / N) ** 0.5`` above it. The rates this project's defaults and search ranges
-    were tuned on (3e-3 pretraining, 1e-3 fine-tuning, at 0.1-8M parameters) diverge at 100M+;
+def scaled_lr(lr: float, model: torch.nn.Module | int) -> float:
+    """``lr`` for a model (or a count) of up to :data:`LR_REFERENCE_PARAMS` non-embedding
+    parameters, scaled by ``(reference / N) ** 0.5`` above it. A projected network passes its
+    deployed shape's count: its basis tensors combine into one model of that shape.
+
+    The rates this project's defaults and search ranges were tuned on (3e-3 pretraining, 1e-3
+    fine-tuning, at 0.1-8M parameters) diverge at 100M+;
     GPT-3's table (Brown et al. 2020, Table 2.1: 6e-4 at 125M, 2e-4 at 1.3B) falls as about
     N^-0.47; from 3e-3 this rule gives 9.9e-4 for the study's 126M shape (93M non-embedding)
     and 5.3e-4 for the 350m preset."""
-    embeddings = {id(m.weight) for m in (getattr(model, "get_input_embeddings", lambda: None)(),
-                                         getattr(model, "get_output_embeddings", lambda: None)())
-                  if m is not None and hasattr(m, "weight")}
-    body = sum(p.numel() for p in model.parameters() if id(p) not in embeddings)
+    if isinstance(model, int):
+        body = model
+    else:
+        embeddings = {id(m.weight) for m in (
+            getattr(model, "get_input_embeddings", lambda: None)(),
+            getattr(model, "get_output_embeddings", lambda: None)())
+            if m is not None and hasattr(m, "weight")}
+        body = sum(p.numel() for p in model.parameters() if id(p) not in embeddings)
     return lr * min(1.0, (LR_REFERENCE_PARAMS / max(body, 1)) ** 0.5)
 
 

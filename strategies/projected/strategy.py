@@ -49,7 +49,7 @@ from planner.data.clustering import Clustering
 from planner.engine.devices import device_label
 from planner.engine.evaluate import perplexity
 from planner.engine.models import ModelShape
-from planner.engine.train import train
+from planner.engine.train import scaled_lr, train
 from strategies.base import (
     CostEstimate,
     PretrainSettings,
@@ -571,7 +571,7 @@ class ProjectedNetworkStrategy(Strategy):
         network = ProjectedNetwork(self.kind, shape, k=settings.k, m=settings.m, h=settings.h,
                                    seed=ws.train.seed)
         label = f"{self.name} pretraining"
-        cfg = ws.train_config(lr=settings.lr,
+        cfg = ws.train_config(lr=scaled_lr(settings.lr, shape.params_non_embedding),
                               max_flops=ws.budgets.pretrain_flops - clustering_flops,
                               **ws.checkpointing(label))
         result = train(

@@ -223,6 +223,22 @@ def test_tokenizer_cache_is_reused_without_retraining(tmp_path, monkeypatch):
     assert [p.name for p in (tmp_path / "tokenizers").iterdir()] == [folders[0].name]
 
 
+def test_a_tokenizer_trains_on_a_bounded_sample_spanning_the_corpus(tmp_path, monkeypatch):
+    from planner.data.corpus import tokenizer_sample
+
+    texts = [f"doc {i} " + "word " * 20 for i in range(100)]  # 10,690 characters in all
+    assert tokenizer_sample(texts, 10**6) is texts
+    sample = tokenizer_sample(texts, 1400)
+    assert sum(map(len, sample)) <= 1400
+    assert sample == texts[::8]  # every 8th document: the head and the tail both appear
+    assert sample[-1].startswith("doc 96 ")
+    seen = []
+    real = data._train_bpe
+    monkeypatch.setattr(data, "_train_bpe", lambda t, v: seen.append(list(t)) or real(t, v))
+    train_tokenizer(texts, vocab_size=280, cache_dir=tmp_path, max_chars=1400)
+    assert seen == [texts[::8]]
+
+
 def test_tokenizer_errors(tmp_path):
     with pytest.raises(SpecplanError, match="vocab_size=100"):
         train_tokenizer(["x"], vocab_size=100, cache_dir=tmp_path)
