@@ -252,20 +252,47 @@ class ProjectedNetwork(nn.Module):
         m: expert vector dimension (``pn``) or hidden width of the histogram MLP (``hn``).
         h: basis tensors per MLP matrix.
         seed: initialisation seed (shared weights are those of ``shape.build(seed)``).
+        base: a loaded checkpoint of ``shape`` to start from instead (:meth:`_start_from`).
     """
 
     def __init__(self, kind: str, shape: ModelShape, *, k: int, m: int, h: int,
-                 seed: int = 0) -> None:
+                 seed: int = 0, base: nn.Module | None = None) -> None:
         super().__init__()
         self.kind, self.shape, self.k, self.m, self.h = kind, shape, k, m, h
-        self.lm = shape.build(seed=seed)
+        self.lm = base if base is not None else shape.build(seed=seed)
         config = self.lm.config
+        layers = getattr(getattr(self.lm, "model", None), "layers", [])
+        originals = [layer.mlp for layer in layers]
+        if base is not None and not (originals and all(hasattr(mlp, "gate_proj")
+                                                       for mlp in originals)):
+            raise SpecplanError(f"slm-{kind}: the base's MLP is not gated (gate, up and down "
+                                f"projections, as in Llama, Qwen or Mistral), so it has no "
+                                f"basis form; use a gated base, or slm, slm-mix with this one")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed + 1)
             for layer in self.lm.model.layers:
                 layer.mlp = BasisMLP(shape.hidden_size, shape.intermediate_size, h,
                                      config.initializer_range, config.hidden_act)
             self.coefficients = COEFFICIENTS[kind](k, m, shape.num_hidden_layers, h)
+        if base is not None:
+            self._start_from(originals)
+
+    @torch.no_grad()
+    def _start_from(self, mlps: list[nn.Module]) -> None:
+        """Start every member as the base: each basis tensor is the base's matrix times a
+        vector ``u_l`` with ``alpha_l . u_l = 1`` for the members' coefficients, so
+        ``T @ alpha_l`` is the base's matrix. ``u_l`` is the least-norm solution over the k
+        experts' coefficients (``pn``: exact when k <= h, the least-squares fit otherwise) or
+        over the one coefficient vector every histogram shares at initialisation (``hn``)."""
+        corners = range(self.k) if self.kind == "pn" else [torch.eye(self.k)[i]
+                                                           for i in range(self.k)]
+        alphas = torch.stack([self.coefficients(c) for c in corners], 1)  # (L, k, h)
+        for layer, mlp, alpha in zip(self.lm.model.layers, mlps, alphas):
+            u = torch.linalg.pinv(alpha) @ torch.ones(self.k)  # (h,)
+            for basis, weight in ((layer.mlp.gate_basis, mlp.gate_proj.weight),
+                                  (layer.mlp.up_basis, mlp.up_proj.weight),
+                                  (layer.mlp.down_basis, mlp.down_proj.weight)):
+                basis.copy_(weight[..., None] * u)
 
     def dims(self) -> dict:
         return {"format": _FORMAT, "kind": self.kind, "shape": self.shape.to_dict(),
@@ -509,6 +536,7 @@ class ProjectedNetworkStrategy(Strategy):
 
     name = "slm-pn"
     family = "experts"
+    accepts_base = True  # every expert starts as the base (ProjectedNetwork._start_from)
     settings_cls = ProjectedSettings
     summary = "projected network: cluster experts pretrained jointly, one expert fine-tuned"
     kind: ClassVar[str] = "pn"
@@ -556,8 +584,8 @@ class ProjectedNetworkStrategy(Strategy):
                   + COEFFICIENTS[self.kind].params(settings.k, settings.m, layers, settings.h))
         clusters = ws.clustering_flops(settings.k)  # paid from the pretraining budget first
         return CostEstimate(
-            generic_flops=clusters + max(0.0, (ws.budgets.pretrain_flops - clusters)
-                                         // one_step) * one_step,
+            generic_flops=ws.base_cost + clusters + max(0.0, (ws.budgets.pretrain_flops - clusters)
+                                                        // one_step) * one_step,
             spec_flops=build + max(0.0, (ws.budgets.spec_flops - build) // ft_step) * ft_step,
             inference_flops_per_token=shape.inference_flops_per_token(),
             params_inference=shape.params_total, params_pretrain=params,
@@ -568,10 +596,15 @@ class ProjectedNetworkStrategy(Strategy):
         shape = ws.shape(ws.small)
         clustering = ws.clustering(settings.k)
         clustering_flops = ws.charge_clustering(clustering)
+        continued = ws.base is not None  # every member starts as the base, at the fine-tuning rate
+        if continued:
+            ws.charge_base()
         network = ProjectedNetwork(self.kind, shape, k=settings.k, m=settings.m, h=settings.h,
-                                   seed=ws.train.seed)
-        label = f"{self.name} pretraining"
-        cfg = ws.train_config(lr=scaled_lr(settings.lr, shape.params_non_embedding),
+                                   seed=ws.train.seed,
+                                   base=ws.base.load() if continued else None)
+        label = f"{self.name} {'continued pretraining of the base' if continued else 'pretraining'}"
+        lr = settings.ft_lr if continued else settings.lr
+        cfg = ws.train_config(lr=scaled_lr(lr, shape.params_non_embedding),
                               max_flops=ws.budgets.pretrain_flops - clustering_flops,
                               **ws.checkpointing(label))
         result = train(

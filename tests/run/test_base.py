@@ -99,10 +99,10 @@ def test_slm_is_continues_the_base_on_resampled_generic_data(bases, tiny_inputs,
 
 def test_strategies_that_cannot_start_from_a_base_say_so(bases, tiny_inputs, tmp_path):
     ws = workspace(tiny_inputs, tmp_path, bases["llama"])
-    with pytest.raises(SpecplanError, match="slm-pn does not start from a --base checkpoint yet; "
+    with pytest.raises(SpecplanError, match="llm does not start from a --base checkpoint yet; "
                                             "strategies that do: slm, slm-d, slm-is, slm-mix, "
-                                            "slm-prune"):
-        plan_check(get_strategy("slm-pn"), get_strategy("slm-pn").settings(), ws)
+                                            "slm-pn, slm-hn, slm-prune"):
+        plan_check(get_strategy("llm"), get_strategy("llm").settings(), ws)
 
 
 def test_slm_prune_cuts_the_base_and_distils_the_cut_from_it(bases, tiny_inputs, tmp_path):
@@ -158,11 +158,11 @@ def test_plan_searches_the_strategies_that_start_from_the_base(bases, corpus_dir
               "--generic", str(corpus_dir / "generic.jsonl"),
               "--domain", str(corpus_dir / "law.jsonl"), "--spec-budget", "1e9", "--seq-len",
               "32", "--device", "cpu", "--gpus", "none"]
-    code, _, err = specplan(monkeypatch, capsys, *common, "--strategies", "slm,slm-pn",
+    code, _, err = specplan(monkeypatch, capsys, *common, "--strategies", "slm,llm",
                             "--out", str(tmp_path / "refused"))
     assert code == 2 and err.strip() == (
-        "error: --strategies: slm-pn does not start from a --base checkpoint yet; strategies "
-        "that do: slm, slm-d, slm-is, slm-mix, slm-prune")
+        "error: --strategies: llm does not start from a --base checkpoint yet; strategies "
+        "that do: slm, slm-d, slm-is, slm-mix, slm-pn, slm-hn, slm-prune")
     code, out, err = specplan(monkeypatch, capsys, "--json", *common, "--strategies", "slm",
                               "--trials", "1", "--out", str(tmp_path / "plan"))
     assert code == 0, err
@@ -181,6 +181,29 @@ def test_slm_mix_experts_each_continue_the_base(bases, tiny_inputs, tmp_path):
     assert "slm-mix expert 1 continued pretraining of the base" in labels
     assert report.generic_ledger.flops("generic") <= 1.5e10
     assert report.domains[0].ppl_after < report.domains[0].ppl_before
+
+
+@pytest.mark.parametrize("name", ["slm-pn", "slm-hn"])
+def test_projected_networks_start_every_member_as_the_base(name, bases, tiny_inputs, tmp_path):
+    """Before any step the materialised member is the base (its logits to float rounding);
+    pretraining then continues it on the clusters, and fine-tuning helps."""
+    from strategies.projected.strategy import ProjectedNetwork, materialise
+
+    ws = workspace(tiny_inputs, tmp_path, bases["qwen2"], pretrain=1.5e10, spec=1e9)
+    base = ws.base.load()
+    network = ProjectedNetwork(name[-2:], ws.base.shape, k=4, m=4, h=4, base=ws.base.load())
+    ids = tiny_inputs.generic.valid.ids[:4]
+    member = materialise(network, 2 if name == "slm-pn" else torch.tensor([0.1, 0.2, 0.3, 0.4]))
+    assert torch.allclose(member(input_ids=ids).logits, base(input_ids=ids).logits, atol=1e-4)
+    report = run_strategy(name, get_strategy(name).settings({"k": 2, "h": 2}), ws,
+                          {"law": tiny_inputs.domains["law"]})
+    labels = [e.label for e in report.generic_ledger.entries]
+    assert "base checkpoint (sunk cost)" in labels
+    assert f"{name} continued pretraining of the base" in labels
+    assert report.domains[0].ppl_after < report.domains[0].ppl_before
+    gpt2 = workspace(tiny_inputs, tmp_path, bases["gpt2"]).base
+    with pytest.raises(SpecplanError, match="the base's MLP is not gated"):
+        ProjectedNetwork("pn", gpt2.shape, k=2, m=2, h=2, base=gpt2.load())
 
 
 def test_slm_d_distils_a_checkpoint_teacher_into_the_base(bases, tiny_inputs, tmp_path):
