@@ -360,7 +360,9 @@ def tokenizer_sample(texts: list[str], max_chars: int = TOKENIZER_SAMPLE_CHARS) 
     stride = -(-total // max_chars)
     sample, chars = [], 0
     for text in texts[::stride]:
-        if chars + len(text) > max_chars and sample:
+        if chars + len(text) > max_chars:
+            if not sample:  # one document larger than the whole sample: its head
+                sample.append(text[:max_chars])
             break
         sample.append(text)
         chars += len(text)

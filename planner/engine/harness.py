@@ -79,17 +79,37 @@ def harness_task_name(path: Path) -> str:
     return config["task"]
 
 
+#: Where huggingface_hub and datasets keep the offline switches they read from the environment
+#: when first imported (setting the variables later changes nothing).
+_OFFLINE_FLAGS = {"huggingface_hub.constants": ("HF_HUB_OFFLINE",),
+                  "datasets.config": ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
+
+
 @contextlib.contextmanager
 def _offline():
-    """The hub off while the harness runs (so nothing is fetched), its progress logs quiet."""
+    """The hub off while the harness runs (so nothing is fetched), its progress logs quiet:
+    the environment for what imports now, the modules' own flags for what imported before."""
+    import importlib
+    from unittest import mock
+
     names = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
     saved = {n: os.environ.get(n) for n in names}
     os.environ.update({n: "1" for n in names})
     quiet = logging.getLogger("lm_eval")
     level, quiet.level = quiet.level, logging.ERROR
+    flags = contextlib.ExitStack()
     try:
+        for module_name, attributes in _OFFLINE_FLAGS.items():
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError:
+                continue
+            for attribute in attributes:
+                if hasattr(module, attribute):
+                    flags.enter_context(mock.patch.object(module, attribute, True))
         yield
     finally:
+        flags.close()
         quiet.setLevel(level)
         for name, value in saved.items():
             if value is None:

@@ -6,7 +6,8 @@ preset 1.35x faster and of the 9.4M one 1.5x (one thread), and PyTorch's flash-a
 for the CPU, whose backward is slow at these head sizes, lost to the plain ``math`` kernel under
 bf16 by 1.26x (small) and 1.19x (large); yet under other load one shape was once slower in bf16.
 
-So before a run on the CPU, :func:`step_settings` times a few forward and backward passes of the
+So before a run on the CPU of at least :data:`PROBE_MIN_STEPS` steps (rank 0 of a DDP job, which
+shares the choice), :func:`step_settings` times a few forward and backward passes of the
 run's own loss on its first batch under each candidate (fp32 or bf16 autocast, default or
 ``math`` attention), rejects a candidate whose loss differs from fp32's by more than 1%, and
 keeps the fastest; bf16 must win by 5% to replace fp32. The result is cached per machine,
@@ -37,6 +38,9 @@ from planner.engine.devices import autocast_dtype
 
 #: Training FLOPs per optimizer pass below which a step is not probed (fp32 default kernels).
 PROBE_MIN_FLOPS = 1e10
+#: Optimizer steps a run needs for a probe (about 12 passes) to pay back; shorter runs use a
+#: cached choice when there is one, else the defaults.
+PROBE_MIN_STEPS = 50
 #: Relative loss difference from fp32 above which a candidate is not "the same training".
 LOSS_TOLERANCE = 0.01
 #: How much faster bf16 must be to replace exact fp32.
@@ -66,8 +70,10 @@ class StepSettings:
 
 
 def step_settings(model: torch.nn.Module, batch, loss_fn: Callable, device: torch.device,
-                  precision: str, flops_per_pass: float) -> StepSettings:
-    """The settings a run uses: measured on its first batch, or read from the probe cache.
+                  precision: str, flops_per_pass: float, *, may_probe: bool = True
+                  ) -> StepSettings:
+    """The settings a run uses: read from the probe cache, or measured on its first batch
+    (when ``may_probe``; else the defaults).
 
     ``precision`` is the run's (``auto``, ``bf16`` or ``fp32``): only ``auto`` lets the probe
     choose bf16 or fp32; the attention kernel is probed under either.
@@ -82,6 +88,8 @@ def step_settings(model: torch.nn.Module, batch, loss_fn: Callable, device: torc
     known = _read(cache).get(key)
     if known:
         return StepSettings(known["precision"], known["attention"])
+    if not may_probe:
+        return StepSettings(fixed or "fp32")
     t0 = time.perf_counter()
     try:
         chosen, timings = _probe(model, batch, loss_fn, device, fixed)

@@ -129,7 +129,7 @@ def _render(record: dict, fmt: str, prompt: Prompt, where: str) -> str:
     except KeyError as err:
         raise _fail(where, f"the template names field {err.args[0]!r}, which this item lacks",
                     f"add {err.args[0]!r} to the item or change the template") from None
-    except (ValueError, IndexError, AttributeError) as err:
+    except (ValueError, IndexError, AttributeError, TypeError) as err:
         raise _fail(where, f"the template is not a valid format string ({err})",
                     "name fields in braces, e.g. {question}; write {{ and }} for braces")
 
@@ -377,9 +377,10 @@ def _score_shared(model: torch.nn.Module, rows: list[list[int]], lengths: list[i
         index = torch.tensor(owner, device=device)
         cache.reorder_cache(index)
         offsets = torch.tensor([len(batch[g][0]) for g in owner], device=device)
+        # Padded slots get position 0: a learned position table (GPT-2) ends at the window.
+        positions = torch.where(real, offsets[:, None] + torch.arange(span, device=device), 0)
         logits = model(input_ids=ids, attention_mask=torch.cat([seen[index], real.long()], 1),
-                       position_ids=offsets[:, None] + torch.arange(span, device=device),
-                       use_cache=True, **{cache_arg: cache}).logits
+                       position_ids=positions, use_cache=True, **{cache_arg: cache}).logits
         # The context's last position predicts the first continuation token; then each
         # continuation position the next.
         logits = torch.cat([last[index], logits[:, :-1]], 1).float()

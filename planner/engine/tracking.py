@@ -1,21 +1,23 @@
 """Optional experiment trackers, TensorBoard or MLflow, behind ``--tracker``.
 
 The engine logs to the tracker open in this process (``with tracking(spec):``), so every entry
-point (run, plan, sweep, train) gets the same curves without a tracker argument threaded through
-each strategy. Per training run, tagged by the open scopes and the run's ledger label (e.g.
+point (run, plan and its workers, sweep) gets the same curves without a tracker argument
+threaded through each strategy. A tracker that fails warns once and stops; training goes on.
+Per training run, tagged by the open scopes and the run's ledger label (e.g.
 ``trial 3/pretrain slm``): the train loss, learning rate and tokens/s every :data:`LOG_EVERY`
 optimizer steps and at the last, the validation loss at each evaluation; after each run, the
 ledger's totals by phase (``ledger/generic/flops``, ... stepped by the runs logged so far).
 
 ``--tracker tensorboard[:DIR]`` writes event files (default: SummaryWriter's own
 ``runs/DATE_HOST``; ``tensorboard --logdir runs`` shows them); ``--tracker mlflow[:URI]`` logs to
-one MLflow run of experiment ``specplan`` (default: ``MLFLOW_TRACKING_URI``, else ``./mlruns``;
+one MLflow run of experiment ``specplan`` (default: ``MLFLOW_TRACKING_URI``, else MLflow's own;
 ``mlflow ui`` shows it). Both are optional packages: ``pip install 'specplan[track]'``.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import re
 from typing import Iterator
 
@@ -86,7 +88,20 @@ class _Open:
     """The tracker, the run tags it has seen (a repeated tag gets ``-2``...), runs logged."""
 
     def __init__(self, backend):
-        self.backend, self.tags, self.runs = backend, {}, 0
+        self.backend, self.tags, self.runs, self.broken = backend, {}, 0, False
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        """Log, or after the first failure (an unreachable server, a full disk) warn once and
+        stop: a tracker never stops the training it watches."""
+        if self.broken:
+            return
+        try:
+            self.backend.log(metrics, step)
+        except Exception as err:  # noqa: BLE001 - any tracker error must spare the run
+            self.broken = True
+            first = str(err).splitlines()[0] if str(err) else ""
+            logging.getLogger("specplan").warning(
+                f"tracker failed ({type(err).__name__}: {first}); training goes on without it")
 
     def tag(self, label: str) -> str:
         base = _UNSAFE.sub("_", "/".join([*_scopes, label]))
@@ -140,7 +155,7 @@ def start_run(label: str) -> str | None:
 
 def log(tag: str | None, metrics: dict[str, float], step: int) -> None:
     if tag is not None and _open:
-        _open[-1].backend.log({f"{tag}/{k}": float(v) for k, v in metrics.items()}, step)
+        _open[-1].log({f"{tag}/{k}": float(v) for k, v in metrics.items()}, step)
 
 
 def log_ledger(ledger) -> None:
@@ -152,4 +167,4 @@ def log_ledger(ledger) -> None:
     metrics = {f"ledger/{phase}/{what}": float(value)
                for phase, totals in ledger.totals().items()
                for what, value in totals.items() if isinstance(value, (int, float))}
-    opened.backend.log(metrics, opened.runs)
+    opened.log(metrics, opened.runs)

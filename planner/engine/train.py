@@ -28,7 +28,7 @@ from planner.core.errors import BudgetError, SpecplanError
 from planner.core.io import atomic_dir
 from planner.engine.devices import device_label, resolve_device
 from planner.engine import tracking
-from planner.engine.speed import step_settings
+from planner.engine.speed import PROBE_MIN_STEPS, StepSettings, step_settings
 
 log = logging.getLogger("specplan")
 
@@ -204,8 +204,10 @@ class TrainConfig:
 
     def lr_at(self, step: int, total: int) -> float:
         """Linear warm-up over ``warmup_steps`` or 1% of the run, whichever is longer (the
-        reference study warms up 1,000 of 100k+ steps), then the schedule to ``min_lr_ratio``."""
-        warmup = max(self.warmup_steps, total // 100)
+        reference study warms up 1,000 of 100k+ steps), then the schedule to ``min_lr_ratio``.
+        With early stopping the run's length is not its step cap, so the warm-up is as given."""
+        warmup = (self.warmup_steps if self.early_stopping_patience
+                  else max(self.warmup_steps, total // 100))
         if step < warmup:
             return self.lr * (step + 1) / warmup
         if self.schedule == "constant":
@@ -409,13 +411,15 @@ def train(
     t0 = time.perf_counter()  # the probe's seconds are the run's too
     first = _to_device(_shard(source.batch(0, 0), rank, world), device)
     rows = len(first["input_ids"] if isinstance(first, dict) else first)
-    settings = step_settings(model, first, loss_fn, device, cfg.precision,
-                             rows * seq_len * flops_per_token)
+    settings = StepSettings()
+    if rank == 0:  # a probe pays back only over enough steps; a cached choice is free
+        settings = step_settings(model, first, loss_fn, device, cfg.precision,
+                                 rows * seq_len * flops_per_token,
+                                 may_probe=total_steps >= PROBE_MIN_STEPS)
     if distributed:  # every rank runs what rank 0 measured
         chosen = [settings]
         dist.broadcast_object_list(chosen, src=0)
         settings = chosen[0]
-    dtype = settings.dtype
     optimizer = build_optimizer(model, cfg)
     step_model = model
     if distributed:
@@ -485,8 +489,8 @@ def train(
                     step - start_step) * tokens_per_step / (time.perf_counter() - t0)}, step)
             evaluating = valid_windows is not None and (step % cfg.eval_every == 0 or last)
             if evaluating:
-                with settings.apply(device):
-                    val = evaluate_loss(model, valid_windows, loss_fn=evaluate, dtype=dtype)
+                # fp32, as the starting loss and every other evaluation: comparable across runs
+                val = evaluate_loss(model, valid_windows, loss_fn=evaluate)
                 history.append({"step": step, "tokens": step * tokens_per_step, "val_loss": val})
                 tracking.log(tag, {"val_loss": val}, step)
                 if val < best[0]:

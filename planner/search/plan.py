@@ -34,6 +34,7 @@ from planner.search.study import (
     load_plan_inputs,
     mix_weight,
     objective_label,
+    objective_value,
     oom_errors,
     open_storage,
     optimize,
@@ -275,7 +276,7 @@ def finish(study, spec, inputs, out_dir: Path, checks, retried, search_seconds) 
             "test": {d.domain: d.ppl_test for d in final.domains},
             "test_macro": macro_perplexity(d.ppl_test for d in final.domains),
         },
-        why=why_text(best, runner_up, budgets.domains_count, spec.ranked_task),
+        why=why_text(best, runner_up, budgets.domains_count, spec.ranked_task, spec.objective),
         runner_up=runner_up and {"strategy": runner_up.params["strategy"],
                                  "trial": runner_up.number,
                                  "validation_macro": runner_up.user_attrs["macro_ppl"],
@@ -432,13 +433,21 @@ def task_lines(plan_doc: dict) -> list[str]:
     return lines
 
 
-def why_text(best, runner_up, n_domains: int, task: str | None = None) -> str:
-    """Why the choice beat the runner-up: by perplexity, or by ``task``'s accuracy when the
-    trials were ranked by it."""
+def why_text(best, runner_up, n_domains: int, task: str | None = None,
+             objective: str = "ppl") -> str:
+    """Why the choice beat the runner-up: by perplexity, by ``task``'s accuracy when the trials
+    were ranked by it, or by the stated mix of the two."""
     b = best.user_attrs
     if runner_up is None:
         return f"{best.params['strategy']} was the only strategy with a feasible finished trial"
     r = runner_up.user_attrs
+    if mix_weight(objective) is not None:
+        return (f"{best.params['strategy']} scored {objective_label(objective)} = "
+                f"{objective_value(b, objective):.3f} against "
+                f"{objective_value(r, objective):.3f} for the runner-up "
+                f"{runner_up.params['strategy']} (accuracy {b['tasks'][task]:.3f} against "
+                f"{r['tasks'][task]:.3f} on the selection half, validation perplexity "
+                f"{b['macro_ppl']:.2f} against {r['macro_ppl']:.2f})")
     if task is not None:
         return (f"{best.params['strategy']} reached accuracy {b['tasks'][task]:.3f} on task "
                 f"{task} (selection half) against {r['tasks'][task]:.3f} for the runner-up "
@@ -456,14 +465,21 @@ def summary_text(frame, plan_doc: dict) -> str:
 
     lines = []
     ok = frame[frame["state"] == "COMPLETE"]
-    ranked = ranked_task(plan_doc["objective"]["rank_by"])
-    order = ["macro_ppl"] if ranked is None else [f"{TASK_COLUMN}{ranked}", "macro_ppl"]
+    objective = plan_doc["objective"]["rank_by"]
+    ranked = ranked_task(objective)
+
+    def rank(ppl: float, accuracy: float | None) -> tuple[float, float]:
+        """The objective (as the study ranked trials; unscored last), then perplexity."""
+        value = objective_value({"macro_ppl": ppl, "tasks": {ranked: accuracy}}, objective)
+        return (math.inf if value != value else value), ppl
+
     tasks = task_columns(frame)
     rows = []
     for name, group in ok.groupby("strategy"):
         good = group[group["feasible"]]
-        pick = (good if len(good) else group).sort_values(
-            order, ascending=[c == "macro_ppl" for c in order]).iloc[0]
+        pool = good if len(good) else group
+        pick = pool.loc[min(pool.index, key=lambda i: rank(
+            pool.at[i, "macro_ppl"], pool.at[i, f"{TASK_COLUMN}{ranked}"] if ranked else None))]
         rows.append({
             " ": "*" if name == plan_doc["strategy"] else "",
             "strategy": name, "trials": int((frame["strategy"] == name).sum()),
@@ -474,8 +490,7 @@ def summary_text(frame, plan_doc: dict) -> str:
             "feasible": bool(pick["feasible"]), "note": pick["status"] if pick["status"] != "ok"
             else "",
         })
-    rows.sort(key=lambda r: r["val ppl"] if ranked is None else (-r[f"{ranked} acc"],
-                                                                  r["val ppl"]))
+    rows.sort(key=lambda r: rank(r["val ppl"], r[f"{ranked} acc"] if ranked else None))
     untried = sorted(set(frame["strategy"].dropna()) - set(ok["strategy"]))
     for name in untried:
         reason = frame[frame["strategy"] == name]["status"].iloc[0]

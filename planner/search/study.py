@@ -447,7 +447,7 @@ def plan_tasks(spec: PlanSpec, inputs) -> dict:
     """
     loaded = tasks_for(spec.tasks, spec.data.domains, list(inputs.domains))
     for name in sorted(spec.chooses_by_task - set(loaded)):
-        how = "--objective" if spec.objective == f"task:{name}" else "--min-task"
+        how = "--objective" if spec.ranked_task == name else "--min-task"
         names = ", ".join(sorted(loaded)) or "none: add --task DOMAIN=PATH"
         raise SpecplanError(f"{how}: no task named {name!r} (tasks are named by file stem; "
                             f"given: {names})")

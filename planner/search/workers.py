@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 from planner.core.errors import SpecplanError
+from planner.core.threads import cpu_threads
+from planner.engine.tracking import tracking
 from planner.search.study import (
     FollowerTrial,
     Objective,
@@ -33,7 +35,8 @@ def run_gpu_workers(study_name: str, storage: str, groups: list[list[str]],
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(group)}
         worker_args = ["-m", "planner.cli", "--cache", str(cache_dir), "worker",
                        "--study", study_name, "--storage", storage]
-        if len(group) > 1:
+        if len(group) > 1:  # the ranks share this process's threads (torchrun keeps a set value)
+            env["OMP_NUM_THREADS"] = str(max(1, cpu_threads() // len(group)))
             launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node",
                         str(len(group)), "--master-port", str(29500 + index)]
             procs.append(subprocess.Popen([*launcher, *worker_args], env=env))
@@ -63,8 +66,9 @@ def worker(study_name: str, storage: str, cache_dir: str | None = None) -> int:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return distributed_worker(study, spec)
     inputs = load_plan_inputs(spec)
-    return optimize(study, Objective(spec, inputs, Path(spec.cache_dir)), spec.trials,
-                      catch=oom_errors())
+    with tracking(spec.run.tracker):
+        return optimize(study, Objective(spec, inputs, Path(spec.cache_dir)), spec.trials,
+                        catch=oom_errors())
 
 
 def distributed_worker(study, spec: PlanSpec) -> int:
@@ -81,8 +85,9 @@ def distributed_worker(study, spec: PlanSpec) -> int:
     spec.run = dataclasses.replace(spec.run, device=f"cuda:{local_rank}" if cuda else "cpu")
     try:
         objective = Objective(spec, load_plan_inputs(spec), Path(spec.cache_dir))
-        if dist.get_rank() == 0:
-            ran = optimize(study, objective, spec.trials, catch=oom_errors())
+        if dist.get_rank() == 0:  # the only rank that logs (train() logs on rank 0)
+            with tracking(spec.run.tracker):
+                ran = optimize(study, objective, spec.trials, catch=oom_errors())
             broadcast(None)  # tells the other ranks the study is done
         else:
             ran = 0

@@ -232,6 +232,7 @@ def test_a_tokenizer_trains_on_a_bounded_sample_spanning_the_corpus(tmp_path, mo
     assert sum(map(len, sample)) <= 1400
     assert sample == texts[::8]  # every 8th document: the head and the tail both appear
     assert sample[-1].startswith("doc 96 ")
+    assert tokenizer_sample(["x" * 5000], 1400) == ["x" * 1400]  # one huge document: its head
     seen = []
     real = data._train_bpe
     monkeypatch.setattr(data, "_train_bpe", lambda t, v: seen.append(list(t)) or real(t, v))

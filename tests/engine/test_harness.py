@@ -68,3 +68,17 @@ def test_a_harness_task_reports_but_cannot_choose(tmp_path):
         load_task(tmp_path / "group.yaml")
     with pytest.raises(SpecplanError, match="cannot be split into selection and report"):
         split_task(load_task(path))
+
+
+def test_the_hub_is_offline_while_the_harness_runs():
+    """The switches huggingface_hub and datasets read at import are on inside, restored after."""
+    import datasets.config
+    import huggingface_hub.constants
+
+    from planner.engine.harness import _offline
+
+    before = huggingface_hub.constants.HF_HUB_OFFLINE, datasets.config.HF_DATASETS_OFFLINE
+    with _offline():
+        assert huggingface_hub.constants.HF_HUB_OFFLINE is True
+        assert datasets.config.HF_HUB_OFFLINE is datasets.config.HF_DATASETS_OFFLINE is True
+    assert (huggingface_hub.constants.HF_HUB_OFFLINE, datasets.config.HF_DATASETS_OFFLINE) == before

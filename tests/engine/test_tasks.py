@@ -146,6 +146,8 @@ MC = {"question": "q", "choices": ["a", "b"], "answer": 0}
     ([{"template": "{passage} {question}"}, MC],
      r"bad.jsonl:2: the template names field 'passage', which this item lacks"),
     ([{"template": "{question"}, MC], r"bad.jsonl:2: the template is not a valid format"),
+    ([{"template": "{answer[0]} {question}"}, MC],
+     r"bad.jsonl:2: the template is not a valid format"),
     ([{"template": ""}, MC], r"bad.jsonl:1: 'template' must be a non-blank string"),
     ([{"examples": {"question": "q"}}, MC], r"bad.jsonl:1: 'examples' must be a list"),
     ([{"examples": [{"question": "q", "choices": ["a", "b"]}]}, MC],
@@ -163,13 +165,19 @@ def test_missing_task_file(tmp_path):
         load_task(tmp_path / "nope.jsonl")
 
 
-@pytest.mark.parametrize("batch_size", [1, 5, 64])
-def test_shared_contexts_score_as_whole_rows(models, tmp_path, batch_size):
+@pytest.mark.parametrize("family, batch_size", [("llama", 1), ("llama", 5), ("llama", 64),
+                                                ("gpt2", 8)])
+def test_shared_contexts_score_as_whole_rows(models, tmp_path, family, batch_size):
     """Each context run once with its choices reading its cache gives the log-likelihoods and
     greedy checks of running every (context, choice) row whole, truncated rows included."""
     from planner.engine.tasks import _caches, _rows, _score_rows, _score_shared
 
+    from planner.engine.models import model_shape
+
     tokenizer, trained, _ = models
+    if family == "gpt2":  # learned positions end at the window: padded slots must stay inside
+        trained = model_shape("d=32,layers=2,heads=4,ff=64,family=gpt2",
+                              vocab_size=len(tokenizer), seq_len=32).build(seed=0).eval()
     filler = " ".join(["the bee says buzz."] * 12)
     items = choice_items(3) + [{"question": f"{filler} the cat says",
                                 "choices": [" meow.", " woof woof woof.", " moo."], "answer": 0}]

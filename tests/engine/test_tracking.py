@@ -98,3 +98,18 @@ def test_a_plan_study_opens_in_optuna_dashboard(tmp_path):
     assert status == ["200 OK"]
     [summary] = json.loads(body)["study_summaries"]
     assert summary["study_name"] == "plan-x"
+
+
+def test_a_failing_tracker_warns_once_and_training_goes_on(tmp_path, monkeypatch, caplog):
+    pytest.importorskip("tensorboard")
+
+    def unreachable(self, metrics, step):
+        raise ConnectionError("tracking server unreachable")
+
+    monkeypatch.setattr(tracking._TensorBoard, "log", unreachable)
+    with caplog.at_level("WARNING", logger="specplan"):
+        results, ledger = run_tracked(f"tensorboard:{tmp_path}")
+    assert [r.steps for r in results] == [25, 25] and ledger.entries
+    warnings = [r.getMessage() for r in caplog.records if "tracker failed" in r.getMessage()]
+    assert warnings == ["tracker failed (ConnectionError: tracking server unreachable); "
+                        "training goes on without it"]

@@ -187,3 +187,5 @@ def test_learning_rates_fall_as_the_square_root_of_size_above_the_presets():
     cfg = TrainConfig(lr=1.0, warmup_steps=20)
     assert cfg.lr_at(9, 1000) == pytest.approx(10 / 20)  # short runs: the given warm-up
     assert cfg.lr_at(49, 10_000) == pytest.approx(50 / 100)  # long ones: 1% of the steps
+    stopping = TrainConfig(lr=1.0, warmup_steps=10, early_stopping_patience=3)
+    assert stopping.lr_at(9, 10_000) == 1.0  # fine-tuning stops early: its own warm-up
