@@ -66,23 +66,9 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from planner.engine import tasks as specplan_tasks  # noqa: E402
+from planner.engine.harness import multiple_choice_config  # noqa: E402
 from planner.engine.models import SIZES, model_shape  # noqa: E402
 
-YAML = """task: {name}
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "{eos}{{{{question}}}}"
-doc_to_choice: "{{{{choices}}}}"
-doc_to_target: answer
-target_delimiter: ""
-metric_list:
-  - metric: acc
-  - metric: acc_norm
-"""
 
 
 def sentence(rng: random.Random, words: list[str], lo: int, hi: int) -> str:
@@ -185,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
         jsonl.write_text("".join(json.dumps(item) + "\n" for item in items))
         (folder / "harness").mkdir()
         yaml = folder / "harness" / "mc_h.yaml"
-        yaml.write_text(YAML.format(name="mc_h", data=jsonl, eos=tokenizer.eos_token))
+        yaml.write_text(multiple_choice_config("mc_h", jsonl, prefix=tokenizer.eos_token))
 
         rows, _, _ = specplan_tasks._rows(specplan_tasks.load_task(jsonl), tokenizer,
                                           args.seq_len)

@@ -19,13 +19,26 @@ from typing import Any
 
 from planner.core.errors import SpecplanError
 
-__all__ = ["HARNESS_SUFFIXES", "harness_task_name", "score_harness"]
+__all__ = ["HARNESS_SUFFIXES", "harness_task_name", "multiple_choice_config", "score_harness"]
 
 #: Task files read by lm-evaluation-harness rather than as specplan JSONL.
 HARNESS_SUFFIXES = (".yaml", ".yml")
 # `datasets` builders that read local files (``dataset_kwargs.data_files``), not the hub.
 _LOCAL_BUILDERS = {"json", "csv", "parquet", "text", "arrow"}
 _INSTALL = "install the extra: pip install 'specplan[lmeval]'"
+
+
+def multiple_choice_config(name: str, data: str | os.PathLike[str], *, prefix: str = "",
+                           source: str = "json") -> str:
+    """A harness task config (YAML) over a specplan multiple-choice JSONL (``question``,
+    ``choices``, ``answer``): the same items scored by the harness, ``acc`` and ``acc_norm``,
+    each choice the question's continuation as written. ``prefix`` goes before every question
+    (the eos text makes the harness condition on a document start, as specplan's scorer does)."""
+    return (f"task: {name}\ndataset_path: {source}\ndataset_kwargs:\n  data_files:\n"
+            f"    test: {data}\ntest_split: test\noutput_type: multiple_choice\n"
+            f'doc_to_text: "{prefix}{{{{question}}}}"\ndoc_to_choice: "{{{{choices}}}}"\n'
+            'doc_to_target: answer\ntarget_delimiter: ""\nmetric_list:\n  - metric: acc\n'
+            "  - metric: acc_norm\n")
 
 
 def _read_yaml(text: str) -> Any:

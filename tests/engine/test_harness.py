@@ -5,33 +5,19 @@ from __future__ import annotations
 import pytest
 
 from planner.core.errors import SpecplanError
+from planner.engine.harness import multiple_choice_config
 from planner.engine.tasks import load_task, score_task, split_task
 from tests.engine.test_tasks import choice_items, models, write_lines  # noqa: F401 (fixture)
 
 pytest.importorskip("lm_eval")
 
-YAML = """task: {name}
-dataset_path: {source}
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "{{{{question}}}}"
-doc_to_choice: "{{{{choices}}}}"
-doc_to_target: answer
-target_delimiter: ""
-metric_list:
-  - metric: acc
-  - metric: acc_norm
-"""
 
 
 def harness_task(folder, *, source="json", data=None, name="sounds_h"):
     """A harness YAML over the same items as ``sounds.jsonl``, in the harness's own schema."""
     jsonl = write_lines(folder / "sounds.jsonl", choice_items(1))
     path = folder / f"{name}.yaml"
-    path.write_text(YAML.format(name=name, source=source, data=data or jsonl))
+    path.write_text(multiple_choice_config(name, data or jsonl, source=source))
     return path, jsonl
 
 

@@ -95,7 +95,8 @@ if int(os.environ.get("RANK", "0")) == 0:
 """
 
 
-def test_ddp_on_cpu_matches_one_process(tmp_path):
+def one_process_curve(tmp_path) -> tuple[str, str, list[float]]:
+    """(the DDP script, the repository root, its validation losses run as one process)."""
     import json
 
     script = tmp_path / "ddp.py"
@@ -104,6 +105,13 @@ def test_ddp_on_cpu_matches_one_process(tmp_path):
     single = subprocess.run([sys.executable, str(script)], cwd=root, capture_output=True,
                             text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-2000:]
+    return str(script), root, json.loads(single.stdout.strip().splitlines()[-1])
+
+
+def test_ddp_on_cpu_matches_one_process(tmp_path):
+    import json
+
+    script, root, one = one_process_curve(tmp_path)
     port = free_port()
     double = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
@@ -111,7 +119,6 @@ def test_ddp_on_cpu_matches_one_process(tmp_path):
         cwd=root, capture_output=True, text=True, timeout=300,
     )
     assert double.returncode == 0, double.stderr[-2000:]
-    one = json.loads(single.stdout.strip().splitlines()[-1])
     two = json.loads(double.stdout.strip().splitlines()[-1])
     assert len(one) == len(two) == 3
     assert two == pytest.approx(one, rel=1e-4)
@@ -122,22 +129,16 @@ def test_two_node_torchrun_on_localhost_matches_one_process(tmp_path):
     each) rendezvous over TCP, as on two hosts, and follow the one-process loss curve."""
     import json
 
-    script = tmp_path / "ddp.py"
-    script.write_text(DDP_SCRIPT)
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    single = subprocess.run([sys.executable, str(script)], cwd=root, capture_output=True,
-                            text=True, timeout=300)
-    assert single.returncode == 0, single.stderr[-2000:]
+    script, root, one = one_process_curve(tmp_path)
     port = free_port()
     nodes = [subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank",
          str(rank), "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port",
-         str(port), str(script)],
+         str(port), script],
         cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
     outputs = [node.communicate(timeout=300) for node in nodes]
     for node, (_, err) in zip(nodes, outputs):
         assert node.returncode == 0, err[-2000:]
-    one = json.loads(single.stdout.strip().splitlines()[-1])
     two = json.loads(outputs[0][0].strip().splitlines()[-1])  # node 0 holds global rank 0
     assert outputs[1][0].strip() == ""  # node 1's rank printed nothing: it is rank 1
     assert len(one) == len(two) == 3
