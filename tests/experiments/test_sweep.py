@@ -59,6 +59,7 @@ def write_config(tmp_path, corpus_dir, **overrides):
     ({"domain_tokens": "['lots']"}, "cannot read 'lots' as a count"),
     ({"inference_budget": "'tiny'"}, "--inference-budget: cannot read"),
     ({"embedder": "'bert'"}, "unknown embedder 'bert'"),
+    ({"tracker": "'wandb'"}, "tracker: unknown tracker 'wandb'; use tensorboard"),
 ])
 def test_config_rejects_bad_input_naming_the_key(tmp_path, corpus_dir, overrides, message):
     path = write_config(tmp_path, corpus_dir, **overrides)
@@ -67,6 +68,11 @@ def test_config_rejects_bad_input_naming_the_key(tmp_path, corpus_dir, overrides
     assert message in str(err.value)
     assert str(path) in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_a_sweep_file_names_its_tracker(tmp_path, corpus_dir):
+    config = load_config(write_config(tmp_path, corpus_dir, tracker=f"'tensorboard:{tmp_path}'"))
+    assert config.run.tracker == f"tensorboard:{tmp_path}"
 
 
 def test_config_checks_strategy_settings_tables(tmp_path, corpus_dir):
