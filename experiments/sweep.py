@@ -155,7 +155,7 @@ _SCALARS: dict[str, type | tuple[type, ...]] = {
     "tokenizer": str, "text_field": str, "encoding": str, "batch_size": int, "eval_every": int,
     "eval_windows": int, "inference_budget": (str, int, float), "utilization": (int, float),
     "seed": int, "mode": str, "samples": int, "embedder": str, "device": str, "threads": int,
-    "tracker": str,
+    "tracker": str, "compile": bool,
 }
 _LISTS = ("pretrain_budgets", "spec_budgets", "domain_tokens", "strategies", "domains",
           "demo_domains")

@@ -70,9 +70,10 @@ def test_config_rejects_bad_input_naming_the_key(tmp_path, corpus_dir, overrides
     assert "\n" not in str(err.value)
 
 
-def test_a_sweep_file_names_its_tracker(tmp_path, corpus_dir):
-    config = load_config(write_config(tmp_path, corpus_dir, tracker=f"'tensorboard:{tmp_path}'"))
-    assert config.run.tracker == f"tensorboard:{tmp_path}"
+def test_a_sweep_file_names_its_tracker_and_compile(tmp_path, corpus_dir):
+    config = load_config(write_config(tmp_path, corpus_dir, tracker=f"'tensorboard:{tmp_path}'",
+                                      compile="true"))
+    assert config.run.tracker == f"tensorboard:{tmp_path}" and config.run.compile is True
 
 
 def test_config_checks_strategy_settings_tables(tmp_path, corpus_dir):
