@@ -302,14 +302,19 @@ def _score_rows(model: torch.nn.Module, rows: list[list[int]], lengths: list[int
         kept = {"logits_to_keep": positions} if keeps else {}
         logits = model(input_ids=ids, attention_mask=attention, **kept).logits
         logits = (logits if keeps else logits[:, positions]).float()
-        next_ids, scored = ids[:, first + 1:], target[:, first + 1:]
-        logp = torch.log_softmax(logits, dim=-1).gather(-1, next_ids.unsqueeze(-1)).squeeze(-1)
-        hit = logits.argmax(-1) == next_ids
-        index = torch.tensor(chosen)
-        loglik[index] = (logp * scored).sum(1).double().cpu()
-        greedy[index] = (hit | ~scored).all(1).cpu()
+        _record(logits, ids[:, first + 1:], target[:, first + 1:], chosen, loglik, greedy)
     model.train(was_training)
     return loglik, greedy
+
+
+def _record(logits: torch.Tensor, targets: torch.Tensor, scored: torch.Tensor,
+            rows: list[int], loglik: torch.Tensor, greedy: torch.Tensor) -> None:
+    """Write ``rows``' continuation log-likelihoods (summed over the ``scored`` positions) and
+    whether each scored target is the argmax, from ``logits`` predicting ``targets``."""
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    index = torch.tensor(rows)
+    loglik[index] = (logp * scored).sum(1).double().cpu()
+    greedy[index] = ((logits.argmax(-1) == targets) | ~scored).all(1).cpu()
 
 
 def _caches(model: torch.nn.Module) -> str | None:
@@ -383,11 +388,8 @@ def _score_shared(model: torch.nn.Module, rows: list[list[int]], lengths: list[i
                        position_ids=positions, use_cache=True, **{cache_arg: cache}).logits
         # The context's last position predicts the first continuation token; then each
         # continuation position the next.
-        logits = torch.cat([last[index], logits[:, :-1]], 1).float()
-        logp = torch.log_softmax(logits, dim=-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
-        rows_at = torch.tensor(chosen)
-        loglik[rows_at] = (logp * real).sum(1).double().cpu()
-        greedy[rows_at] = ((logits.argmax(-1) == ids) | ~real).all(1).cpu()
+        _record(torch.cat([last[index], logits[:, :-1]], 1).float(), ids, real, chosen,
+                loglik, greedy)
     model.train(was_training)
     return loglik, greedy
 

@@ -247,7 +247,6 @@ def evaluate_loss(
     batch_size: int = 32,
     loss_fn: LossFn = lm_loss,
     device: torch.device | None = None,
-    dtype: torch.dtype | None = None,
 ) -> float:
     """Mean token loss over windows (every window has the same number of targets)."""
     device = device or next(model.parameters()).device
@@ -256,8 +255,7 @@ def evaluate_loss(
     total, count = 0.0, 0
     for start in range(0, len(windows), batch_size):
         batch = windows[start : start + batch_size].to(device)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            total += loss_fn(model, batch).item() * len(batch)
+        total += loss_fn(model, batch).item() * len(batch)
         count += len(batch)
     model.train(was_training)
     if count == 0:
@@ -409,10 +407,10 @@ def train(
     model.to(device)
     model.train()
     t0 = time.perf_counter()  # the probe's seconds are the run's too
-    first = _to_device(_shard(source.batch(0, 0), rank, world), device)
-    rows = len(first["input_ids"] if isinstance(first, dict) else first)
     settings = StepSettings()
     if rank == 0:  # a probe pays back only over enough steps; a cached choice is free
+        first = _to_device(_shard(source.batch(0, 0), rank, world), device)
+        rows = len(first["input_ids"] if isinstance(first, dict) else first)
         settings = step_settings(model, first, loss_fn, device, cfg.precision,
                                  rows * seq_len * flops_per_token,
                                  may_probe=total_steps >= PROBE_MIN_STEPS)

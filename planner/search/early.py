@@ -374,16 +374,13 @@ def _plan_doc(spec, budgets, ws, name, size, calibration, odds, why, flips, fina
     result = calibration.forecast
     chosen = result.get(name)
     ranked = task_forecasts.get(spec.ranked_task)
+    pool = [f for f in result.strategies if f.strategy in odds]
     weight = mix_weight(spec.objective)
-    if ranked and weight is not None:  # the forecast mix, as pick() ranked by it
-        mix = forecast_mix(ranked.curve, result.strategies, weight, result.quantiles,
-                           seed=spec.run.seed)
-        order = lambda f: mix[f.strategy][0]  # noqa: E731
-    elif ranked:
-        order = lambda f: -ranked.accuracy[f.strategy]  # noqa: E731
+    if ranked and weight is not None:  # pick()'s strategies and seed: its very draws
+        mix = forecast_mix(ranked.curve, pool, weight, result.quantiles, seed=spec.run.seed)
+        pool.sort(key=lambda f: mix[f.strategy][0])
     else:
-        order = lambda f: f.ppl  # noqa: E731
-    pool = sorted((f for f in result.strategies if f.strategy in odds), key=order)
+        pool.sort(key=(lambda f: -ranked.accuracy[f.strategy]) if ranked else (lambda f: f.ppl))
     runner_up = next((f for f in pool if f.strategy != name), None)
     tasks = tasks_doc(final, spec, None)
     for task, forecast_of in task_forecasts.items():  # the measured score beside its forecast
